@@ -1,0 +1,138 @@
+"""The one small interface every index backend implements.
+
+The CLI, the searcher, ingestion and evaluation talk only to this protocol, so a local folder and an
+OpenSearch cluster are interchangeable under them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from types import TracebackType
+from typing import Any, Protocol
+
+import numpy as np
+
+from .. import __version__
+
+SPACE_TYPE = "innerproduct"
+LEGS = ("bm25", "vector")
+
+Filters = Mapping[str, str | Sequence[str]]
+"""Metadata filters: field -> value (or any of several values); every field must match."""
+
+
+def document_text(fields: Mapping[str, Any], text_fields: Sequence[str]) -> str:
+    """The text a document is embedded and BM25-indexed by: its non-empty text fields, one per line."""
+    return "\n".join(str(fields[name]) for name in text_fields if fields.get(name))
+
+
+@dataclass(frozen=True)
+class IndexMeta:
+    """What an index was built with; recorded in the index so queries use the same model."""
+
+    model: str
+    dimension: int
+    text_fields: tuple[str, ...] = ("title", "text")
+    space_type: str = SPACE_TYPE
+    version: str = __version__
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "text_fields": list(self.text_fields)}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> IndexMeta:
+        known = {name: data[name] for name in cls.__dataclass_fields__ if name in data}
+        return cls(**{**known, "text_fields": tuple(known.get("text_fields", ("title", "text")))})
+
+
+@dataclass(frozen=True)
+class IndexInfo:
+    name: str
+    count: int
+    meta: IndexMeta
+    location: str
+
+
+@dataclass(frozen=True)
+class StoredDocument:
+    """A document as written to an index: fields, content hash and its vector."""
+
+    id: str
+    fields: dict[str, Any]
+    hash: str
+    vector: np.ndarray
+
+
+@dataclass(frozen=True)
+class LegHit:
+    """One hit of one retrieval leg: the leg's raw score and the document's fields."""
+
+    id: str
+    score: float
+    source: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class LegQuery:
+    """What to retrieve: a text for the BM25 leg, a vector for the k-NN leg (None skips a leg)."""
+
+    text: str | None
+    vector: np.ndarray | None
+    k: int
+    filters: Filters = field(default_factory=dict)
+
+
+@dataclass
+class WriteFailure:
+    """A document the backend refused, with the reason it gave."""
+
+    id: str
+    reason: str
+
+
+class IndexWriter(Protocol):
+    """Receives embedded documents; nothing is visible to searches before ``commit``, or is lost on ``abort``
+    beyond what the backend itself guarantees (the local backend swaps atomically)."""
+
+    def write(self, documents: Sequence[StoredDocument]) -> None: ...
+
+    def commit(self) -> list[WriteFailure]: ...
+
+    def abort(self) -> None: ...
+
+    def __enter__(self) -> IndexWriter: ...
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
+    ) -> None: ...
+
+
+class Backend(Protocol):
+    """An index store: local folder or OpenSearch cluster."""
+
+    location: str
+
+    def names(self) -> list[str]: ...
+
+    def exists(self, index: str) -> bool: ...
+
+    def meta(self, index: str) -> IndexMeta: ...
+
+    def count(self, index: str) -> int: ...
+
+    def info(self, index: str) -> IndexInfo: ...
+
+    def delete(self, index: str) -> None: ...
+
+    def hashes(self, index: str) -> dict[str, str]:
+        """Content hash of every stored document, so unchanged documents need no new embedding."""
+        ...
+
+    def writer(self, index: str, meta: IndexMeta) -> IndexWriter:
+        """Open a writer, creating the index if it does not exist."""
+        ...
+
+    def retrieve(self, index: str, query: LegQuery) -> dict[str, list[LegHit]]:
+        """Run the requested legs, best first, keyed "bm25" and "vector"."""
+        ...

@@ -1,0 +1,120 @@
+"""Ingestion: documents -> embeddings -> index, skipping documents whose content has not changed.
+
+Documents are read and validated in full before anything is written. Only new or changed documents
+(by content hash) are embedded, longest-last so that batches pad little, and written in batches while
+the next batch is being encoded (the OpenSearch writer sends in the background).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from .backends.base import Backend, IndexMeta, StoredDocument, WriteFailure
+from .embed import Embedder
+from .errors import IncompatibleIndexError
+from .sources import DEFAULT_TEXT_FIELDS, Document, read_documents
+
+ENCODE_CHUNK = 256
+"""Documents handed to the encoder (and then to the writer) at a time: big enough to keep the encoder
+busy, small enough for a smooth progress bar and bounded memory."""
+
+
+@dataclass
+class IngestReport:
+    index: str
+    read: int
+    embedded: int
+    unchanged: int
+    count: int
+    seconds: float
+    failures: list[WriteFailure] = field(default_factory=list)
+
+
+def check_compatible(existing: IndexMeta, index: str, embedder: Embedder, text_fields: tuple[str, ...]) -> None:
+    """Refuse to mix vector spaces (another model) or BM25 texts (other fields) in one index."""
+    if existing.model != embedder.name:
+        raise IncompatibleIndexError(
+            f"index {index!r} holds {existing.dimension}-d vectors of model {existing.model!r}; "
+            f"model {embedder.name!r} makes {embedder.dimension}-d vectors. Use the same model, another index, "
+            f"or `hybrid index delete {index}` first"
+        )
+    if existing.text_fields != text_fields:
+        raise IncompatibleIndexError(
+            f"index {index!r} was built from text fields {','.join(existing.text_fields)}, "
+            f"not {','.join(text_fields)}; pass --text-fields {','.join(existing.text_fields)}"
+        )
+
+
+def ingest_documents(
+    documents: Sequence[Document],
+    index: str,
+    backend: Backend,
+    embedder: Embedder,
+    batch_size: int = 32,
+    progress: bool = True,
+) -> IngestReport:
+    """Upsert ``documents`` into ``index`` (created if absent), embedding only what changed.
+
+    The model is checked against the index before anything is written; it is not even loaded when
+    the index already holds every document unchanged.
+    """
+    started = time.perf_counter()
+    text_fields = documents[0].text_fields if documents else DEFAULT_TEXT_FIELDS
+    existing = backend.meta(index) if backend.exists(index) else None
+    if existing is not None:
+        check_compatible(existing, index, embedder, text_fields)
+    stored = backend.hashes(index) if existing else {}
+    changed = sorted((d for d in documents if stored.get(d.id) != d.hash), key=lambda d: len(d.text))
+    failures: list[WriteFailure] = []
+    if changed or existing is None:
+        meta = IndexMeta(model=embedder.name, dimension=embedder.dimension, text_fields=text_fields)
+        failures = _embed_and_write(changed, index, backend, embedder, meta, batch_size, progress)
+    return IngestReport(
+        index=index,
+        read=len(documents),
+        embedded=len(changed),
+        unchanged=len(documents) - len(changed),
+        count=backend.count(index),
+        seconds=time.perf_counter() - started,
+        failures=failures,
+    )
+
+
+def _embed_and_write(
+    documents: Sequence[Document],
+    index: str,
+    backend: Backend,
+    embedder: Embedder,
+    meta: IndexMeta,
+    batch_size: int,
+    progress: bool,
+) -> list[WriteFailure]:
+    with backend.writer(index, meta) as writer, tqdm(
+        total=len(documents), desc=f"embedding into {index}", unit="doc", disable=not progress
+    ) as bar:
+        for start in range(0, len(documents), ENCODE_CHUNK):
+            chunk = documents[start : start + ENCODE_CHUNK]
+            vectors = embedder.encode([d.text for d in chunk], batch_size=batch_size)
+            writer.write([StoredDocument(d.id, d.fields, d.hash, v) for d, v in zip(chunk, vectors)])
+            bar.update(len(chunk))
+        return writer.commit()
+
+
+def ingest(
+    source: str | Path,
+    index: str,
+    backend: Backend,
+    embedder: Embedder,
+    id_field: str | None = None,
+    text_fields: Sequence[str] = DEFAULT_TEXT_FIELDS,
+    batch_size: int = 32,
+    progress: bool = True,
+) -> IngestReport:
+    """Read ``source`` (JSONL, CSV or a folder of .txt/.md) and upsert it into ``index``."""
+    documents = read_documents(source, id_field=id_field, text_fields=text_fields)
+    return ingest_documents(documents, index, backend, embedder, batch_size=batch_size, progress=progress)
