@@ -5,19 +5,21 @@ from __future__ import annotations
 import functools
 import json
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import click
 from rich.console import Console
 from rich.table import Table
 
+from . import evaluate as ev
 from .backends import open_backend
 from .backends.base import Backend
 from .embed import DEFAULT_MODEL, Embedder
 from .errors import HybridError
 from .fusion import DEFAULT_RANK_CONSTANT
 from .ingest import ingest
-from .searcher import DEFAULT_WINDOW, MODES, Hit, Searcher
+from .searcher import DEFAULT_WINDOW, MODES, Hit, Searcher, SearchSettings
 
 console = Console()
 
@@ -37,9 +39,21 @@ def backend_options(command: Callable[..., Any]) -> Callable[..., Any]:
 
     @click.option("--data-dir", envvar="HYBRID_DATA_DIR", type=click.Path(file_okay=False),
                   help="Folder of the local indexes [env HYBRID_DATA_DIR; default ~/.hybrid/indexes].")
+    @click.option("--opensearch", "url", envvar="OPENSEARCH_URL", metavar="URL",
+                  help="Use the OpenSearch cluster at URL instead of local indexes [env OPENSEARCH_URL; "
+                       "credentials from OPENSEARCH_USER / OPENSEARCH_PASSWORD].")
+    @click.option("--ca-certs", envvar="OPENSEARCH_CA_CERTS", type=click.Path(exists=True, dir_okay=False),
+                  help="CA bundle to verify the cluster's TLS certificate [env OPENSEARCH_CA_CERTS].")
+    @click.option("--no-verify-certs", is_flag=True, help="Do not verify the cluster's TLS certificate.")
     @functools.wraps(command)
-    def wrapper(data_dir: str | None, **kwargs: Any) -> Any:
-        return command(backend=open_backend(data_dir), **kwargs)
+    def wrapper(data_dir: str | None, url: str | None, ca_certs: str | None, no_verify_certs: bool,
+                **kwargs: Any) -> Any:
+        connection = None
+        if url:
+            from .backends.opensearch import Connection
+
+            connection = Connection.from_env(url, ca_certs=ca_certs, verify_certs=False if no_verify_certs else None)
+        return command(backend=open_backend(data_dir, connection), **kwargs)
 
     return wrapper
 
@@ -59,11 +73,15 @@ def cli() -> None:
 @click.option("--model", default=DEFAULT_MODEL, show_default=True,
               help="sentence-transformers model name or path (the default is bundled).")
 @click.option("--batch-size", default=32, show_default=True, type=click.IntRange(min=1))
+@click.option("--failures", "failures_path", type=click.Path(dir_okay=False), default=None,
+              help="Where to write documents the index rejected [default: INDEX-failures.jsonl].")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @backend_options
 def ingest_command(backend: Backend, source: str, index: str, id_field: str | None, text_fields: str,
-                   model: str, batch_size: int, quiet: bool) -> None:
-    """Embed the documents of SOURCE (JSONL, CSV or a folder of .txt/.md) and upsert them into an index."""
+                   model: str, batch_size: int, failures_path: str | None, quiet: bool) -> None:
+    """Embed the documents of SOURCE (JSONL, CSV or a folder of .txt/.md) and upsert them into an index.
+
+    Re-running it is safe: documents are upserted by id and unchanged ones are not embedded again."""
     fields = [name.strip() for name in text_fields.split(",") if name.strip()]
     report = ingest(source, index, backend, Embedder(model), id_field=id_field, text_fields=fields,
                     batch_size=batch_size, progress=not quiet)
@@ -71,6 +89,18 @@ def ingest_command(backend: Backend, source: str, index: str, id_field: str | No
         f"{index}: read {report.read}, embedded {report.embedded}, unchanged {report.unchanged}; "
         f"{report.count} documents in the index ({report.seconds:.1f} s)"
     )
+    if report.failures:
+        path = Path(failures_path or f"{index}-failures.jsonl")
+        path.write_text("".join(json.dumps({"id": f.id, "reason": f.reason}) + "\n" for f in report.failures))
+        raise click.ClickException(
+            f"{len(report.failures)} documents were rejected by the index (ids and reasons in {path}); "
+            "fix them and run the same command again"
+        )
+
+
+def settings_option(command: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option("--settings", "settings_path", type=click.Path(exists=True, dir_okay=False),
+                        help="Fusion settings JSON written by `hybrid tune`.")(command)
 
 
 def parse_filters(values: tuple[str, ...]) -> dict[str, list[str]]:
@@ -91,15 +121,18 @@ def parse_filters(values: tuple[str, ...]) -> dict[str, list[str]]:
 @click.option("--filter", "filters", multiple=True, metavar="FIELD=VALUE",
               help="Keep documents whose FIELD equals VALUE; repeat for more (same field: any of them).")
 @click.option("--offset", default=0, show_default=True, type=click.IntRange(min=0), help="Hits to skip (paging).")
-@click.option("--window", default=DEFAULT_WINDOW, show_default=True, type=click.IntRange(min=1),
-              help="Candidates each leg retrieves before fusion.")
-@click.option("--rank-constant", default=DEFAULT_RANK_CONSTANT, show_default=True, type=click.IntRange(min=1))
+@click.option("--window", type=click.IntRange(min=1),
+              help=f"Candidates each leg retrieves before fusion [default: {DEFAULT_WINDOW}].")
+@click.option("--rank-constant", type=click.IntRange(min=1),
+              help=f"RRF rank constant [default: {DEFAULT_RANK_CONSTANT}].")
 @click.option("--json", "as_json", is_flag=True, help="Print hits as JSON.")
+@settings_option
 @backend_options
 def search_command(backend: Backend, query: str, index: str, k: int, mode: str, filters: tuple[str, ...],
-                   offset: int, window: int, rank_constant: int, as_json: bool) -> None:
+                   offset: int, window: int | None, rank_constant: int | None, as_json: bool,
+                   settings_path: str | None) -> None:
     """Search an index with BM25, vectors, or both fused by RRF."""
-    searcher = Searcher(index, backend)
+    searcher = Searcher(index, backend, settings=SearchSettings.load(settings_path) if settings_path else None)
     hits = searcher.search(query, k=k, mode=mode, filters=parse_filters(filters),  # type: ignore[arg-type]
                            offset=offset, window=window, rank_constant=rank_constant)
     if as_json:
@@ -121,6 +154,103 @@ def hits_table(hits: list[Hit], offset: int, text_fields: tuple[str, ...]) -> Ta
         text = " | ".join(str(hit.source[name]) for name in text_fields if hit.source.get(name))
         table.add_row(str(position), hit.id, f"{hit.score:.4f}", *legs, " ".join(text.split()))
     return table
+
+
+def beir_inputs(beir: str | None, index: str | None, queries: str | None, qrels: str | None, split: str,
+                backend: Backend) -> tuple[str, str, str]:
+    """Resolve --beir DIR into an index (ingested if needed; unchanged documents are skipped) and files."""
+    if beir is None:
+        if not (index and queries and qrels):
+            raise click.UsageError("give --index, --queries and --qrels, or --beir DIR")
+        return index, queries, qrels
+    folder = Path(beir)
+    index = index or folder.name
+    ingest(folder / "corpus.jsonl", index, backend, Embedder(), progress=True)
+    return index, queries or str(folder / "queries.jsonl"), qrels or str(folder / "qrels" / f"{split}.tsv")
+
+
+def results_table(results: dict[str, dict[str, float]], title: str) -> Table:
+    metrics = list(next(iter(results.values())))
+    table = Table(*(["mode"] + metrics), title=title)
+    best = {m: max(row[m] for row in results.values()) for m in metrics}
+    for mode, row in results.items():
+        table.add_row(mode, *(f"[bold green]{row[m]:.4f} *[/]" if row[m] == best[m] and len(results) > 1
+                              else f"{row[m]:.4f}" for m in metrics))
+    return table
+
+
+@cli.command("eval")
+@click.option("--index", help="Index to evaluate [default with --beir: the folder's name].")
+@click.option("--queries", type=click.Path(exists=True, dir_okay=False), help="BEIR queries.jsonl.")
+@click.option("--qrels", type=click.Path(exists=True, dir_okay=False), help="BEIR qrels .tsv or TREC qrels.")
+@click.option("--beir", type=click.Path(exists=True, file_okay=False),
+              help="A BEIR folder: ingest its corpus (if needed) and use its queries and qrels.")
+@click.option("--split", default="test", show_default=True, help="qrels/SPLIT.tsv of the --beir folder.")
+@click.option("--modes", default="bm25,vector,hybrid", show_default=True)
+@click.option("--metrics", default=",".join(ev.DEFAULT_METRICS), show_default=True)
+@click.option("--exclude-self", is_flag=True, help="Drop a hit whose id equals the query id (e.g. ArguAna).")
+@click.option("--save-runs", type=click.Path(file_okay=False), help="Write one TREC run file per mode here.")
+@click.option("--compare", "with_test", is_flag=True, help="Also print ranx's paired t-test between modes.")
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False), help="Write a PNG bar chart.")
+@click.option("--json", "as_json", is_flag=True)
+@settings_option
+@backend_options
+def eval_command(backend: Backend, index: str | None, queries: str | None, qrels: str | None, beir: str | None,
+                 split: str, modes: str, metrics: str, exclude_self: bool, save_runs: str | None, with_test: bool,
+                 plot_path: str | None, as_json: bool, settings_path: str | None) -> None:
+    """Score BM25, vector and hybrid retrieval against relevance judgments."""
+    index, queries, qrels = beir_inputs(beir, index, queries, qrels, split, backend)
+    mode_list = [m.strip() for m in modes.split(",") if m.strip()]
+    if unknown := set(mode_list) - set(MODES):
+        raise click.BadParameter(f"unknown modes {sorted(unknown)}; choose from {', '.join(MODES)}",
+                                 param_hint="--modes")
+    metric_list = [m.strip() for m in metrics.split(",") if m.strip()]
+    judged, all_queries = ev.load_qrels(qrels), ev.load_queries(queries)
+    settings = SearchSettings.load(settings_path) if settings_path else None
+    searcher = Searcher(index, backend, settings=settings)
+    results, runs = ev.evaluate_modes(searcher, all_queries, judged, mode_list, metric_list,  # type: ignore[arg-type]
+                                      exclude_self=exclude_self, progress=not as_json)
+    skipped = sum(1 for q in all_queries if q not in judged)
+    if save_runs:
+        Path(save_runs).mkdir(parents=True, exist_ok=True)
+        for mode, run in runs.items():
+            ev.save_trec_run(run, Path(save_runs) / f"{index}.{mode}.trec", f"{index}-{mode}")
+    if plot_path:
+        ev.plot(results, plot_path, f"{index}: {len(runs[mode_list[0]])} judged queries")
+    if as_json:
+        click.echo(json.dumps(results, indent=2))
+        return
+    console.print(results_table(results, f"{index}: {len(runs[mode_list[0]])} judged queries "
+                                         f"({skipped} without judgments skipped)"))
+    if with_test:
+        click.echo(ev.compare_runs(judged, runs, metric_list))
+
+
+@cli.command("tune")
+@click.option("--index")
+@click.option("--queries", type=click.Path(exists=True, dir_okay=False))
+@click.option("--qrels", type=click.Path(exists=True, dir_okay=False))
+@click.option("--beir", type=click.Path(exists=True, file_okay=False))
+@click.option("--split", default="test", show_default=True)
+@click.option("--metric", default="ndcg@10", show_default=True)
+@click.option("--dev-share", default=0.5, show_default=True, type=click.FloatRange(0.05, 1.0))
+@click.option("--exclude-self", is_flag=True)
+@click.option("--output", type=click.Path(dir_okay=False), default="fusion-settings.json", show_default=True,
+              help="Where to write the best settings (load them with --settings or SearchSettings.load).")
+@backend_options
+def tune_command(backend: Backend, index: str | None, queries: str | None, qrels: str | None, beir: str | None,
+                 split: str, metric: str, dev_share: float, exclude_self: bool, output: str) -> None:
+    """Sweep RRF rank_constant, leg weights and window on a dev share of the queries; score the rest."""
+    index, queries, qrels = beir_inputs(beir, index, queries, qrels, split, backend)
+    result = ev.tune(Searcher(index, backend), ev.load_queries(queries), ev.load_qrels(qrels), metric=metric,
+                     dev_share=dev_share, exclude_self=exclude_self)
+    result.best.save(output)
+    console.print(
+        f"best on {result.dev_queries} dev queries: rank_constant={result.best.rank_constant}, "
+        f"weights={dict(result.best.weights)}, window={result.best.window} ({metric} {result.dev_score:.4f})\n"
+        f"held-out {result.heldout_queries} queries: {metric} {result.heldout_score:.4f} "
+        f"(defaults: {result.default_heldout_score:.4f}); settings written to {output}"
+    )
 
 
 @cli.group("index")

@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 
 from .backends.base import Backend, IndexMeta, StoredDocument, WriteFailure
 from .embed import Embedder
-from .errors import IncompatibleIndexError
+from .errors import HybridError, IncompatibleIndexError
 from .sources import DEFAULT_TEXT_FIELDS, Document, read_documents
 
 ENCODE_CHUNK = 256
@@ -74,12 +74,16 @@ def ingest_documents(
     if changed or existing is None:
         meta = IndexMeta(model=embedder.name, dimension=embedder.dimension, text_fields=text_fields)
         failures = _embed_and_write(changed, index, backend, embedder, meta, batch_size, progress)
+    expected = len((stored.keys() | {d.id for d in documents}) - ({f.id for f in failures} - stored.keys()))
+    count = backend.count(index)
+    if count != expected:
+        raise HybridError(f"index {index!r} holds {count} documents after ingest, expected {expected}")
     return IngestReport(
         index=index,
         read=len(documents),
         embedded=len(changed),
         unchanged=len(documents) - len(changed),
-        count=backend.count(index),
+        count=count,
         seconds=time.perf_counter() - started,
         failures=failures,
     )
@@ -95,7 +99,7 @@ def _embed_and_write(
     progress: bool,
 ) -> list[WriteFailure]:
     with backend.writer(index, meta) as writer, tqdm(
-        total=len(documents), desc=f"embedding into {index}", unit="doc", disable=not progress
+        total=len(documents), desc=f"embedding into {index}", unit="doc", disable=None if progress else True
     ) as bar:
         for start in range(0, len(documents), ENCODE_CHUNK):
             chunk = documents[start : start + ENCODE_CHUNK]

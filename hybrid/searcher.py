@@ -6,15 +6,21 @@ returns typed hits that say how each leg ranked and scored every document.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
 
 from .backends import open_backend
-from .backends.base import LEGS, Backend, Filters, LegQuery
+from .backends.base import LEGS, Backend, Filters, LegHit, LegQuery
 from .embed import Embedder
 from .fusion import DEFAULT_RANK_CONSTANT, LegRank, rrf
+
+if TYPE_CHECKING:
+    from .backends.opensearch import Connection
 
 Mode = Literal["hybrid", "bm25", "vector"]
 MODES: tuple[Mode, ...] = ("hybrid", "bm25", "vector")
@@ -39,6 +45,30 @@ class Hit:
                 "source": self.source}
 
 
+@dataclass(frozen=True)
+class SearchSettings:
+    """Fusion settings a searcher uses unless a call overrides them; ``hybrid tune`` writes them as JSON."""
+
+    rank_constant: int = DEFAULT_RANK_CONSTANT
+    weights: Mapping[str, float] = field(default_factory=lambda: {"bm25": 1.0, "vector": 1.0})
+    window: int = DEFAULT_WINDOW
+
+    def __post_init__(self) -> None:
+        if self.rank_constant < 1 or self.window < 1:
+            raise ValueError("rank_constant and window must be at least 1")
+        if not set(self.weights) <= set(LEGS):
+            raise ValueError(f"weights name unknown legs {sorted(set(self.weights) - set(LEGS))}; legs are {LEGS}")
+
+    @classmethod
+    def load(cls, path: str | Path) -> SearchSettings:
+        data = json.loads(Path(path).read_text())
+        return cls(**{name: data[name] for name in ("rank_constant", "weights", "window") if name in data})
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(
+            {"rank_constant": self.rank_constant, "weights": dict(self.weights), "window": self.window}, indent=2))
+
+
 class Searcher:
     """Hybrid search over one index. Build it once; ``search`` is safe to call per request.
 
@@ -52,12 +82,30 @@ class Searcher:
         backend: Backend | None = None,
         *,
         data_dir: str | Path | None = None,
+        opensearch: str | Connection | None = None,
         embedder: Embedder | None = None,
+        settings: SearchSettings | None = None,
     ) -> None:
+        """Search ``index`` on ``backend``; or on a cluster at ``opensearch`` (URL or Connection);
+        or else in the local folder ``data_dir`` (default: $HYBRID_DATA_DIR or ~/.hybrid/indexes).
+        ``settings`` (e.g. ``SearchSettings.load("tuned.json")``) sets the fusion defaults."""
         self.index = index
-        self.backend = backend or open_backend(data_dir)
+        self.backend = backend or open_backend(data_dir, opensearch)
         self.meta = self.backend.meta(index)
         self.embedder = embedder or Embedder(self.meta.model)
+        self.settings = settings or SearchSettings()
+
+    def retrieve(self, query: str, mode: Mode = "hybrid", window: int | None = None,
+                 filters: Filters | None = None, query_vector: np.ndarray | None = None) -> dict[str, list[LegHit]]:
+        """Each leg's ``window`` best documents, unfused (what ``search`` fuses; evaluation reuses it).
+        ``query_vector`` skips encoding when the caller has already encoded the query."""
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+        vector = None
+        if mode != "bm25":
+            vector = self.embedder.encode_query(query) if query_vector is None else query_vector
+        text = query if mode != "vector" else None
+        return self.backend.retrieve(self.index, LegQuery(text, vector, window or self.settings.window, filters or {}))
 
     def search(
         self,
@@ -66,29 +114,27 @@ class Searcher:
         mode: Mode = "hybrid",
         filters: Filters | None = None,
         weights: Mapping[str, float] | None = None,
-        rank_constant: int = DEFAULT_RANK_CONSTANT,
-        window: int = DEFAULT_WINDOW,
+        rank_constant: int | None = None,
+        window: int | None = None,
         offset: int = 0,
     ) -> list[Hit]:
-        """The hits ranked ``offset+1 .. offset+k``.
+        """The hits ranked ``offset+1 .. offset+k``; unset fusion arguments come from ``settings``.
 
         Each leg retrieves its ``window`` best documents (after ``filters``); the fused list of those
         is cut into pages, so pages of one query never overlap or skip, and end with the fused list.
         """
-        if mode not in MODES:
-            raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
-        if k < 1 or window < 1 or offset < 0:
-            raise ValueError("k and window must be positive and offset not negative")
-        if weights and not set(weights) <= set(LEGS):
-            raise ValueError(f"weights name unknown legs {sorted(set(weights) - set(LEGS))}; legs are {LEGS}")
-        vector = self.embedder.encode_query(query) if mode != "bm25" else None
-        legs = self.backend.retrieve(
-            self.index,
-            LegQuery(text=query if mode != "vector" else None, vector=vector, k=window, filters=filters or {}),
+        settings = SearchSettings(
+            rank_constant=rank_constant or self.settings.rank_constant,
+            weights=self.settings.weights if weights is None else weights,
+            window=window or self.settings.window,
         )
+        if k < 1 or offset < 0:
+            raise ValueError("k must be positive and offset not negative")
+        legs = self.retrieve(query, mode, settings.window, filters)
         sources = {hit.id: hit.source for hits in legs.values() for hit in hits}
         fused = rrf({leg: [(hit.id, hit.score) for hit in hits] for leg, hits in legs.items()},
-                    weights={leg: w for leg, w in (weights or {}).items() if leg in legs}, rank_constant=rank_constant)
+                    weights={leg: w for leg, w in settings.weights.items() if leg in legs},
+                    rank_constant=settings.rank_constant)
         return [
             Hit(
                 id=item.id,
@@ -99,4 +145,3 @@ class Searcher:
             )
             for item in fused[offset : offset + k]
         ]
-

@@ -100,7 +100,8 @@ def _jsonl_records(path: Path) -> Iterator[tuple[str, int, dict[str, Any]]]:
             try:
                 record = json.loads(line)
             except json.JSONDecodeError as error:
-                raise SourceError(f"{path}, line {number}: not valid JSON ({error.msg} at column {error.colno})") from None
+                message = f"not valid JSON ({error.msg} at column {error.colno})"
+                raise SourceError(f"{path}, line {number}: {message}") from None
             if not isinstance(record, dict):
                 raise SourceError(f"{path}, line {number}: expected a JSON object, got {type(record).__name__}")
             yield str(path), number, record

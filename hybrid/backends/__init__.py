@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .base import Backend
 
+if TYPE_CHECKING:
+    from .opensearch import Connection
 
-def open_backend(data_dir: str | Path | None = None, opensearch: object | None = None) -> Backend:
-    """The local backend under ``data_dir``, or an OpenSearch backend when connection settings are given."""
+
+def open_backend(data_dir: str | Path | None = None, opensearch: str | Connection | None = None) -> Backend:
+    """The OpenSearch backend when ``opensearch`` (a URL or Connection) is given, else the local one."""
     if opensearch is not None:
-        from .opensearch import OpenSearchBackend
+        from .opensearch import Connection, OpenSearchBackend
 
-        return OpenSearchBackend(opensearch)  # type: ignore[arg-type]
+        connection = opensearch if isinstance(opensearch, Connection) else Connection.from_env(opensearch)
+        return OpenSearchBackend(connection)
     from .local import LocalBackend
 
     return LocalBackend(data_dir)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import time
 import uuid
@@ -28,7 +29,7 @@ import numpy as np
 import Stemmer
 
 from ..errors import IndexNotFoundError
-from .base import Filters, document_text, IndexInfo, IndexMeta, LegHit, LegQuery, StoredDocument, WriteFailure
+from .base import Filters, IndexInfo, IndexMeta, LegHit, LegQuery, StoredDocument, WriteFailure, document_text
 
 DEFAULT_DATA_DIR = Path.home() / ".hybrid" / "indexes"
 
@@ -42,15 +43,22 @@ META_FILE, DOCUMENTS_FILE, VECTORS_FILE, BM25_FOLDER = "meta.json", "documents.j
 
 
 class EnglishAnalyzer:
-    """Turns text into BM25 terms the way OpenSearch's ``english`` analyzer does, near enough."""
+    """Turns text into BM25 terms the way OpenSearch's ``english`` analyzer does, near enough:
+    word characters, lower case, Lucene's English stop words, Porter stems. Stateless, so a
+    long-running searcher's memory does not grow with the queries it sees."""
+
+    _word = re.compile(r"\w+(?:['’]\w+)*")
+    _possessive = re.compile(r"['’]s$")
+    _stop_words = frozenset(LUCENE_ENGLISH_STOP_WORDS)
 
     def __init__(self) -> None:
-        self._tokenizer = bm25s.tokenization.Tokenizer(
-            splitter=r"(?u)\b\w+\b", stopwords=LUCENE_ENGLISH_STOP_WORDS, stemmer=Stemmer.Stemmer("porter").stemWord
-        )
+        self._stemmer = Stemmer.Stemmer("porter")
 
     def terms(self, texts: Sequence[str]) -> list[list[str]]:
-        return self._tokenizer.tokenize(list(texts), return_as="string", show_progress=False)
+        return [
+            self._stemmer.stemWords([w for w in words if w not in self._stop_words])
+            for words in ([self._possessive.sub("", w) for w in self._word.findall(t.lower())] for t in texts)
+        ]
 
 
 @dataclass
@@ -216,10 +224,8 @@ class LocalWriter:
         self._rows: dict[str, _Row] = {}
         if backend.exists(index):
             current = backend.load(index)
-            self._rows = {
-                doc_id: _Row(fields, doc_hash, vector)
-                for doc_id, fields, doc_hash, vector in zip(current.ids, current.fields, current.hashes, current.vectors)
-            }
+            rows = zip(current.ids, current.fields, current.hashes, current.vectors)
+            self._rows = {doc_id: _Row(fields, doc_hash, vector) for doc_id, fields, doc_hash, vector in rows}
 
     def write(self, documents: Sequence[StoredDocument]) -> None:
         for document in documents:

@@ -1,0 +1,130 @@
+"""Issue #2 measurements for the embedded (local) backend, on real data from ../shared/data.
+
+1. SciFact: ingest docs/s and raw ``model.encode`` docs/s in the same run (target ratio >= 0.9).
+2. Re-ingest of the unchanged corpus as a share of the first ingest (target <= 0.05).
+3. Query latency p50/p95 for bm25, vector and hybrid, with and without query encoding, at SciFact's
+   5k documents and at 100k passages cut from SciFact, Cranfield and CISI (target: hybrid p50 <= 15 ms
+   at 100k without encoding).
+
+    python bench/local_bench.py [--data ../shared/data] [--large 100000] [--queries 300]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import numpy as np  # noqa: E402
+
+from hybrid.backends.local import LocalBackend  # noqa: E402
+from hybrid.embed import Embedder  # noqa: E402
+from hybrid.ingest import ingest, ingest_documents  # noqa: E402
+from hybrid.searcher import MODES, Searcher  # noqa: E402
+from hybrid.sources import Document, read_documents  # noqa: E402
+
+
+class PrecomputedQueries(Embedder):
+    """The real model's query vectors, computed before timing, so latency excludes encoding."""
+
+    def __init__(self, embedder: Embedder, queries: list[str]) -> None:
+        super().__init__(embedder.name)
+        self._vectors = dict(zip(queries, embedder.encode(queries)))
+
+    def encode_query(self, query: str) -> np.ndarray:
+        return self._vectors[query]
+
+
+def percentiles(samples: list[float]) -> dict[str, float]:
+    ms = sorted(s * 1000 for s in samples)
+    return {"p50_ms": round(statistics.median(ms), 2), "p95_ms": round(ms[int(0.95 * (len(ms) - 1))], 2)}
+
+
+def latency(searcher: Searcher, queries: list[str]) -> dict[str, dict[str, float]]:
+    results = {}
+    for mode in MODES:
+        searcher.search(queries[0], mode=mode)  # warm caches
+        samples = []
+        for query in queries:
+            started = time.perf_counter()
+            searcher.search(query, k=10, mode=mode)
+            samples.append(time.perf_counter() - started)
+        results[mode] = percentiles(samples)
+    return results
+
+
+def passages(data: Path, size: int) -> list[Document]:
+    """Sentences and pairs of adjacent sentences of every document of the three collections."""
+    out: list[Document] = []
+    for name in ("scifact", "cranfield", "cisi"):
+        for doc in read_documents(data / name / "corpus.jsonl"):
+            sentences = [s for s in re.split(r"(?<=[.!?])\s+", doc.fields["text"]) if len(s) > 20]
+            spans = sentences + [" ".join(pair) for pair in zip(sentences, sentences[1:])]
+            for number, span in enumerate(spans):
+                out.append(Document(f"{name}-{doc.id}-{number}", {"title": doc.fields["title"], "text": span,
+                                                                  "collection": name}))
+    if len(out) < size:
+        raise SystemExit(f"only {len(out)} passages available, fewer than {size}")
+    return out[:size]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data")
+    parser.add_argument("--large", type=int, default=100_000, help="passages in the large corpus")
+    parser.add_argument("--queries", type=int, default=300, help="queries timed per mode")
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "local.json")
+    args = parser.parse_args()
+
+    embedder = Embedder()
+    embedder.encode(["warm up"])
+    docs = read_documents(args.data / "scifact" / "corpus.jsonl")
+    queries = [json.loads(line)["text"] for line in (args.data / "scifact" / "queries.jsonl").open()][: args.queries]
+    report: dict = {"documents": len(docs)}
+    with tempfile.TemporaryDirectory() as folder:
+        backend = LocalBackend(folder)
+        started = time.perf_counter()
+        embedder.model.encode([d.text for d in docs], batch_size=32, normalize_embeddings=True)
+        encode_s = time.perf_counter() - started
+        corpus = args.data / "scifact" / "corpus.jsonl"
+        first = ingest(corpus, "scifact", backend, embedder, progress=False)
+        again = ingest(corpus, "scifact", backend, embedder, progress=False)
+        started = time.perf_counter()
+        Searcher("scifact", backend=LocalBackend(folder), embedder=embedder)
+        load_s = time.perf_counter() - started
+        report["ingest"] = {
+            "encode_docs_per_s": round(len(docs) / encode_s, 2),
+            "ingest_docs_per_s": round(len(docs) / first.seconds, 2),
+            "ratio": round(encode_s / first.seconds, 3),
+            "reingest_s": round(again.seconds, 3),
+            "reingest_share": round(again.seconds / first.seconds, 4),
+            "load_index_s": round(load_s, 3),
+        }
+        print(json.dumps(report["ingest"]), flush=True)
+        searcher = Searcher("scifact", backend, embedder=embedder)
+        report["latency_5k_with_encoding"] = latency(searcher, queries)
+        searcher.embedder = PrecomputedQueries(embedder, queries)
+        report["latency_5k_without_encoding"] = latency(searcher, queries)
+        print(json.dumps({k: v for k, v in report.items() if k.startswith("latency")}), flush=True)
+
+        large = passages(args.data, args.large)
+        built = ingest_documents(large, "large", backend, embedder, progress=True)
+        report["large"] = {"documents": backend.count("large"), "ingest_s": round(built.seconds, 1)}
+        searcher = Searcher("large", backend, embedder=embedder)
+        report["latency_large_with_encoding"] = latency(searcher, queries)
+        searcher.embedder = PrecomputedQueries(embedder, queries)
+        report["latency_large_without_encoding"] = latency(searcher, queries)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2))
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()

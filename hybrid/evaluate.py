@@ -1,0 +1,218 @@
+"""Evaluation: run queries through any backend in every mode and score the runs with ranx.
+
+Metrics come from ranx (nDCG, recall, MRR, MAP, with trec_eval's definitions: linear gain), not from
+formulas of ours. Runs can be saved as TREC run files and compared with ranx's paired t-test. The
+tuner sweeps the RRF settings on a dev share of the queries and scores the best one on the rest.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import random
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from .backends.base import LegHit
+from .errors import SourceError
+from .fusion import rrf
+from .searcher import MODES, Mode, Searcher, SearchSettings
+
+DEFAULT_METRICS = ("ndcg@10", "recall@100", "mrr@10", "map@100")
+Run = dict[str, dict[str, float]]
+Qrels = dict[str, dict[str, int]]
+
+
+def load_queries(path: str | Path) -> dict[str, str]:
+    """BEIR queries.jsonl: one ``{"_id", "text"}`` per line."""
+    queries = {}
+    with Path(path).open(encoding="utf-8") as lines:
+        for number, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+                queries[str(record["_id"])] = record["text"]
+            except (json.JSONDecodeError, KeyError, TypeError) as error:
+                raise SourceError(f"{path}, line {number}: expected {{\"_id\", \"text\"}} ({error})") from None
+    return queries
+
+
+def load_qrels(path: str | Path) -> Qrels:
+    """BEIR qrels (``query-id corpus-id score``, header line optional) or TREC qrels (``qid 0 docid rel``)."""
+    qrels: Qrels = {}
+    for number, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), start=1):
+        row = line.split()
+        if not row or (number == 1 and not row[-1].lstrip("-").isdigit()):
+            continue  # blank line or BEIR header
+        if len(row) not in (3, 4) or not row[-1].lstrip("-").isdigit():
+            raise SourceError(f"{path}, line {number}: expected 'query-id corpus-id score' or TREC 'qid 0 docid rel'")
+        query, doc, relevance = (row[0], row[1], row[2]) if len(row) == 3 else (row[0], row[2], row[3])
+        qrels.setdefault(query, {})[doc] = int(relevance)
+    if not qrels:
+        raise SourceError(f"{path}: no judgments found")
+    return qrels
+
+
+def as_run(hits: Sequence[tuple[str, float]]) -> dict[str, float]:
+    """Rank-based scores (1/rank) so the metric library sees exactly our order, ties included."""
+    return {doc_id: 1.0 / rank for rank, (doc_id, _) in enumerate(hits, start=1)}
+
+
+MODE_LEGS: dict[str, tuple[str, ...]] = {"hybrid": ("bm25", "vector"), "bm25": ("bm25",), "vector": ("vector",)}
+
+
+@dataclass
+class LegRuns:
+    """Each query's raw legs, retrieved once and fused as often as the caller likes."""
+
+    legs: dict[str, dict[str, list[LegHit]]]
+
+    def fuse(self, settings: SearchSettings, depth: int, mode: Mode = "hybrid", exclude_self: bool = False) -> Run:
+        """The run ``mode`` would give: its legs cut to the window, fused, cut to ``depth``."""
+        run: Run = {}
+        for query_id, legs in self.legs.items():
+            lists = {leg: [(h.id, h.score) for h in legs[leg][: settings.window]
+                           if not (exclude_self and h.id == query_id)] for leg in MODE_LEGS[mode]}
+            weights = {leg: w for leg, w in settings.weights.items() if leg in lists}
+            fused = rrf(lists, weights=weights, rank_constant=settings.rank_constant)[:depth]
+            run[query_id] = as_run([(hit.id, hit.score) for hit in fused])
+        return run
+
+
+def retrieve_legs(searcher: Searcher, queries: Mapping[str, str], window: int, progress: bool = True) -> LegRuns:
+    """Both legs of every query; query vectors are encoded together up front, which is far faster."""
+    ids = list(queries)
+    vectors = searcher.embedder.encode([queries[q] for q in ids])
+    legs = {}
+    for query_id, vector in tqdm(zip(ids, vectors), total=len(ids), desc="queries", unit="q",
+                                 disable=None if progress else True):
+        legs[query_id] = searcher.retrieve(queries[query_id], window=window, query_vector=vector)
+    return LegRuns(legs)
+
+
+def score(qrels: Qrels, runs: Mapping[str, Run], metrics: Sequence[str]) -> dict[str, dict[str, float]]:
+    """Each run's mean of each metric over the judged queries (ranx)."""
+    from ranx import Qrels as RanxQrels
+    from ranx import Run as RanxRun
+    from ranx import evaluate
+
+    judged = RanxQrels.from_dict(qrels)
+    results = {}
+    for name, run in runs.items():
+        with warnings.catch_warnings():  # numba's note on an integer cast inside ranx
+            warnings.simplefilter("ignore")
+            values = evaluate(judged, RanxRun.from_dict({q: r or {"": 0.0} for q, r in run.items()}),
+                              list(metrics), make_comparable=True)
+        values = values if isinstance(values, dict) else {metrics[0]: values}
+        results[name] = {metric: round(float(values[metric]), 4) for metric in metrics}
+    return results
+
+
+def evaluate_modes(
+    searcher: Searcher,
+    queries: Mapping[str, str],
+    qrels: Qrels,
+    modes: Sequence[Mode] = MODES,
+    metrics: Sequence[str] = DEFAULT_METRICS,
+    exclude_self: bool = False,
+    depth: int = 100,
+    progress: bool = True,
+) -> tuple[dict[str, dict[str, float]], dict[str, Run]]:
+    """Run every judged query in every mode; return the metrics and the runs (for saving or testing)."""
+    judged = {q: text for q, text in queries.items() if q in qrels}
+    settings = searcher.settings
+    legs = retrieve_legs(searcher, judged, max(settings.window, depth), progress)
+    runs = {mode: legs.fuse(settings, depth, mode, exclude_self) for mode in modes}
+    return score(qrels, runs, metrics), runs
+
+
+def save_trec_run(run: Run, path: str | Path, name: str) -> None:
+    with Path(path).open("w") as out:
+        for query_id, docs in run.items():
+            for rank, (doc_id, value) in enumerate(sorted(docs.items(), key=lambda d: -d[1]), start=1):
+                out.write(f"{query_id} Q0 {doc_id} {rank} {value:.6f} {name}\n")
+
+
+def compare_runs(qrels: Qrels, runs: Mapping[str, Run], metrics: Sequence[str]) -> str:
+    """ranx's comparison table with a paired Student's t-test between every pair of runs."""
+    from ranx import Qrels as RanxQrels
+    from ranx import Run as RanxRun
+    from ranx import compare
+
+    ranx_runs = [RanxRun.from_dict(run, name=name) for name, run in runs.items()]
+    return str(compare(RanxQrels.from_dict(qrels), ranx_runs, list(metrics), stat_test="student"))
+
+
+@dataclass
+class TuneResult:
+    best: SearchSettings
+    dev_score: float
+    heldout_score: float
+    default_heldout_score: float
+    dev_queries: int
+    heldout_queries: int
+
+
+def tune(
+    searcher: Searcher,
+    queries: Mapping[str, str],
+    qrels: Qrels,
+    metric: str = "ndcg@10",
+    dev_share: float = 0.5,
+    rank_constants: Sequence[int] = (5, 10, 20, 40, 60, 100),
+    bm25_weights: Sequence[float] = (0.5, 0.75, 1.0, 1.25, 1.5, 2.0),
+    windows: Sequence[int] = (20, 50, 100, 200),
+    exclude_self: bool = False,
+    seed: int = 13,
+    progress: bool = True,
+) -> TuneResult:
+    """Grid-search RRF settings on a random dev share of the judged queries; score the best on the rest.
+
+    Both legs are retrieved once per query at the largest window; every setting is a re-fusion.
+    """
+    judged = sorted(q for q in queries if q in qrels)
+    random.Random(seed).shuffle(judged)
+    cut = max(1, int(len(judged) * dev_share))
+    dev, heldout = judged[:cut], judged[cut:]
+    legs = retrieve_legs(searcher, {q: queries[q] for q in judged}, max(windows), progress)
+
+    def value(settings: SearchSettings, ids: Sequence[str]) -> float:
+        subset = LegRuns({q: legs.legs[q] for q in ids})
+        run = subset.fuse(settings, 100, exclude_self=exclude_self)
+        return score({q: qrels[q] for q in ids}, {"run": run}, [metric])["run"][metric]
+
+    grid = [SearchSettings(rank_constant=c, weights={"bm25": w, "vector": 1.0}, window=n)
+            for c, w, n in itertools.product(rank_constants, bm25_weights, windows)]
+    scored = [(value(s, dev), s) for s in tqdm(grid, desc="tuning", unit="setting", disable=None if progress else True)]
+    best_dev, best = max(scored, key=lambda pair: pair[0])
+    return TuneResult(best, best_dev, value(best, heldout) if heldout else float("nan"),
+                      value(SearchSettings(), heldout) if heldout else float("nan"), len(dev), len(heldout))
+
+
+def plot(results: Mapping[str, Mapping[str, float]], path: str | Path, title: str) -> None:
+    """Grouped bars: one group per metric, one bar per mode."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    modes = list(results)
+    metrics = list(next(iter(results.values())))
+    width = 0.8 / len(modes)
+    figure, axes = plt.subplots(figsize=(1.8 + 1.6 * len(metrics), 4))
+    for position, mode in enumerate(modes):
+        xs = [i + (position - (len(modes) - 1) / 2) * width for i in range(len(metrics))]
+        bars = axes.bar(xs, [results[mode][m] for m in metrics], width, label=mode)
+        axes.bar_label(bars, fmt="%.3f", fontsize=7, padding=2)
+    axes.set_xticks(range(len(metrics)), metrics)
+    axes.set_ylim(0, 1.05)
+    axes.set_title(title)
+    axes.legend(loc="upper left", ncols=len(modes), fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)

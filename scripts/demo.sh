@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Install hybrid, ingest a corpus into the embedded (local) index and run a hybrid query.
+# Uses ../shared/data/cranfield when present, else the small sample shipped in examples/.
+source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
+install_python
+corpus=$ROOT/../shared/data/cranfield/corpus.jsonl
+query=${1:-"boundary layer separation in supersonic flow"}
+if [ ! -f "$corpus" ]; then
+  corpus=$ROOT/examples/sample.jsonl
+  query=${1:-"how do plants make energy from light"}
+fi
+"$VENV/bin/hybrid" ingest "$corpus" --index demo
+"$VENV/bin/hybrid" search "$query" --index demo -k 5
+echo "Try more: $VENV/bin/hybrid search \"your words\" --index demo   (or: source $VENV/bin/activate)"

@@ -1,0 +1,93 @@
+"""Shared fixtures: the real bundled model, real collections from ../shared/data, real backends."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from hybrid.backends.local import LocalBackend  # noqa: E402
+from hybrid.backends.opensearch import Connection, OpenSearchBackend  # noqa: E402
+from hybrid.embed import Embedder  # noqa: E402
+from hybrid.ingest import ingest  # noqa: E402
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def collection(name: str) -> Path:
+    """A BEIR folder from ../shared/data, or skip: the data is not part of the repository."""
+    folder = DATA / name
+    if not (folder / "corpus.jsonl").exists():
+        pytest.skip(f"test collection {folder} is absent (tests read ../shared/data beside the repository)")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def embedder() -> Embedder:
+    return Embedder()
+
+
+@pytest.fixture(scope="session")
+def cranfield() -> Path:
+    return collection("cranfield")
+
+
+@pytest.fixture(scope="session")
+def local_cranfield(tmp_path_factory, embedder, cranfield) -> LocalBackend:
+    """Cranfield ingested once, with the real model, into a local index named "cranfield"."""
+    backend = LocalBackend(tmp_path_factory.mktemp("indexes"))
+    ingest(cranfield / "corpus.jsonl", "cranfield", backend, embedder, progress=False)
+    return backend
+
+
+class CountingEmbedder(Embedder):
+    """The real model, counting how many texts it was asked to encode."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.encoded = 0
+
+    def encode(self, texts, batch_size=32):
+        self.encoded += len(texts)
+        return super().encode(texts, batch_size)
+
+
+@pytest.fixture
+def counting_embedder(embedder) -> CountingEmbedder:
+    counting = CountingEmbedder()
+    counting.model = embedder.model  # share the loaded weights
+    return counting
+
+
+def opensearch_url() -> str:
+    """The test cluster (started by .ci/run with docker/opensearch-node.sh), or skip when none is set."""
+    url = os.environ.get("HYBRID_TEST_OPENSEARCH")
+    if not url:
+        pytest.skip("HYBRID_TEST_OPENSEARCH is not set: start a node with docker/opensearch-node.sh start "
+                    "and set HYBRID_TEST_OPENSEARCH=http://127.0.0.1:9200 (.ci/run does both)")
+    return url
+
+
+@pytest.fixture(scope="session")
+def opensearch() -> OpenSearchBackend:
+    """A real OpenSearch node; the tests' indexes are deleted before use."""
+    backend = OpenSearchBackend(Connection(opensearch_url()))
+    backend.client.cluster.health(wait_for_status="yellow")
+    return backend
+
+
+@pytest.fixture(scope="session")
+def opensearch_cranfield(opensearch, embedder, cranfield) -> OpenSearchBackend:
+    if opensearch.exists("cranfield"):
+        opensearch.delete("cranfield")
+    ingest(cranfield / "corpus.jsonl", "cranfield", opensearch, embedder, progress=False)
+    return opensearch
+
+
+@pytest.fixture(scope="session", params=["local", "opensearch"])
+def cranfield_backend(request):
+    """Every backend holding Cranfield as index "cranfield"; behaviour tests run once per backend."""
+    return request.getfixturevalue(f"{request.param}_cranfield")

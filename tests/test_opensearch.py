@@ -1,0 +1,128 @@
+"""OpenSearch-only behaviour against a real node: rejected documents, outages, and error messages."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from hybrid.backends.base import IndexMeta, StoredDocument
+from hybrid.backends.opensearch import Connection, OpenSearchBackend, index_body
+from hybrid.errors import HybridError, IndexNotFoundError
+from hybrid.searcher import Searcher
+
+ROOT = Path(__file__).resolve().parents[1]
+NODE_SCRIPT = ROOT / "docker" / "opensearch-node.sh"
+
+
+def fresh(backend: OpenSearchBackend, index: str) -> str:
+    if backend.exists(index):
+        backend.delete(index)
+    return index
+
+
+def test_mapping_comes_from_the_file_with_meta():
+    body = index_body(IndexMeta("some/model", 768, ("title", "body")), engine="lucene")
+    assert body["settings"]["index"]["knn"] is True
+    vector = body["mappings"]["properties"]["hybrid_vector"]
+    assert (vector["dimension"], vector["method"]["space_type"], vector["method"]["engine"]) == (
+        768, "innerproduct", "lucene")
+    assert body["mappings"]["properties"]["body"]["analyzer"] == "english"
+    assert body["mappings"]["_meta"]["hybrid"]["model"] == "some/model"
+
+
+def test_rejected_documents_are_reported_by_id_and_the_rest_written(opensearch):
+    index = fresh(opensearch, "rejects")
+    meta = IndexMeta("all-MiniLM-L6-v2", 4)
+    unit = np.array([0.5, 0.5, 0.5, 0.5], dtype=np.float32)
+    documents = [
+        StoredDocument("good-1", {"title": "a", "text": "one", "year": 1999}, "h1", unit),
+        StoredDocument("short-vector", {"title": "b", "text": "two", "year": 2000}, "h2", unit[:3]),
+        StoredDocument("bad-year", {"title": "c", "text": "three", "year": "not a year"}, "h3", unit),
+        StoredDocument("good-2", {"title": "d", "text": "four", "year": 2001}, "h4", unit),
+    ]
+    with opensearch.writer(index, meta) as writer:
+        writer.write(documents[:1])  # maps "year" as a number first
+        writer.write(documents[1:])
+        failures = writer.commit()
+    assert {f.id for f in failures} == {"short-vector", "bad-year"}
+    assert all(f.reason.startswith("400") for f in failures)
+    assert opensearch.count(index) == 2
+    opensearch.delete(index)
+
+
+def test_cli_writes_a_failure_report_and_exits_non_zero(opensearch, tmp_path):
+    index = fresh(opensearch, "cli-rejects")
+    source = tmp_path / "docs.jsonl"
+    records = [{"_id": "1", "title": "t", "text": "first", "year": 1999},
+               {"_id": "2", "title": "t", "text": "second", "year": "soon"}]
+    source.write_text("".join(json.dumps(r) + "\n" for r in records))
+    report = tmp_path / "failures.jsonl"
+    # The shorter first document is sent first and maps "year" as a number.
+    result = hybrid("ingest", str(source), "--index", index, "--opensearch", opensearch.connection.url,
+                    "--failures", str(report), "--quiet")
+    assert result.returncode == 1
+    assert "1 documents were rejected" in result.stderr and str(report) in result.stderr
+    [failure] = [json.loads(line) for line in report.read_text().splitlines()]
+    assert failure["id"] == "2" and "year" in failure["reason"]
+    assert opensearch.count(index) == 1
+    opensearch.delete(index)
+
+
+def test_one_line_errors():
+    unreachable = OpenSearchBackend(Connection("http://user:secret@127.0.0.1:9", retries=1))
+    with pytest.raises(HybridError, match=r"cannot reach OpenSearch at http://127.0.0.1:9.*opensearch-node.sh") as info:
+        unreachable.names()
+    assert "secret" not in str(info.value)
+
+
+def test_missing_index_says_how_to_create_it(opensearch):
+    with pytest.raises(IndexNotFoundError, match="hybrid ingest SOURCE --index no-such-index"):
+        Searcher("no-such-index", opensearch)
+
+
+def hybrid(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "hybrid", *args], capture_output=True, text=True,
+                          env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=900)
+
+
+def node(command: str) -> None:
+    subprocess.run(["bash", str(NODE_SCRIPT), command], check=True, capture_output=True, timeout=300)
+
+
+def test_node_lost_midway_then_rerun_completes_without_duplicates(opensearch, cranfield):
+    """Stop the node while ingest runs: the command fails clearly; restart and re-run: nothing lost."""
+    index = fresh(opensearch, "outage")
+    source = cranfield / "corpus.jsonl"
+    total = sum(1 for line in source.open() if line.strip())
+    args = ("ingest", str(source), "--index", index, "--opensearch", opensearch.connection.url, "--quiet")
+    run = subprocess.Popen([sys.executable, "-m", "hybrid", *args], stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    try:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and run.poll() is None:
+            if opensearch.exists(index) and opensearch.count(index) > 0:
+                break
+            time.sleep(0.5)
+        node("stop")
+        _, stderr = run.communicate(timeout=300)
+    finally:
+        node("start")
+    assert run.returncode == 1
+    assert f"cannot reach OpenSearch at {opensearch.connection.url}" in stderr
+    opensearch.client.cluster.health(index=index, wait_for_status="yellow")
+    written = opensearch.count(index)
+    assert 0 < written < total
+
+    result = hybrid(*args)
+    assert result.returncode == 0, result.stderr
+    assert f"embedded {total - written}, unchanged {written}" in result.stdout.replace("\n", " ")
+    assert opensearch.count(index) == total
+    assert len(opensearch.hashes(index)) == total
+    opensearch.delete(index)
