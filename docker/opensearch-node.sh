@@ -102,7 +102,8 @@ start() {
   as_runner env OPENSEARCH_JAVA_OPTS="-Xms$heap -Xmx$heap" "$home/bin/opensearch" -d -p "$pidfile" \
     -Ediscovery.type=single-node -Enetwork.host=127.0.0.1 -Ehttp.port="$port" \
     -Etransport.port="$((port + 100))" -Epath.data="$data/data" -Epath.logs="$data/logs" \
-    -Ecluster.routing.allocation.disk.threshold_enabled=false -Ecluster.name=hybrid-dev
+    -Ecluster.routing.allocation.disk.threshold_enabled=false -Ecluster.name=hybrid-dev \
+    >"$data/logs/startup.log" 2>&1 </dev/null  # the daemon must not hold our caller's pipes open
   for _ in $(seq 1 120); do
     if healthy; then
       curl -fsS "$url/_cluster/health?wait_for_status=green&timeout=30s" >/dev/null || true
@@ -112,6 +113,7 @@ start() {
     sleep 1
   done
   echo "OpenSearch did not become healthy; last log lines:" >&2
+  tail -n 20 "$data/logs/startup.log" >&2 || true
   tail -n 40 "$data/logs/hybrid-dev.log" >&2 || true
   exit 1
 }

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -169,9 +170,9 @@ def beir_inputs(beir: str | None, index: str | None, queries: str | None, qrels:
     return index, queries or str(folder / "queries.jsonl"), qrels or str(folder / "qrels" / f"{split}.tsv")
 
 
-def results_table(results: dict[str, dict[str, float]], title: str) -> Table:
+def results_table(results: dict[str, dict[str, float]]) -> Table:
     metrics = list(next(iter(results.values())))
-    table = Table(*(["mode"] + metrics), title=title)
+    table = Table(*(["mode"] + metrics))
     best = {m: max(row[m] for row in results.values()) for m in metrics}
     for mode, row in results.items():
         table.add_row(mode, *(f"[bold green]{row[m]:.4f} *[/]" if row[m] == best[m] and len(results) > 1
@@ -220,8 +221,9 @@ def eval_command(backend: Backend, index: str | None, queries: str | None, qrels
     if as_json:
         click.echo(json.dumps(results, indent=2))
         return
-    console.print(results_table(results, f"{index}: {len(runs[mode_list[0]])} judged queries "
-                                         f"({skipped} without judgments skipped)"))
+    console.print(results_table(results))
+    console.print(f"{index}: {len(runs[mode_list[0]])} judged queries, {skipped} without judgments skipped; "
+                  "* marks the best value of each metric")
     if with_test:
         click.echo(ev.compare_runs(judged, runs, metric_list))
 
@@ -251,6 +253,82 @@ def tune_command(backend: Backend, index: str | None, queries: str | None, qrels
         f"held-out {result.heldout_queries} queries: {metric} {result.heldout_score:.4f} "
         f"(defaults: {result.default_heldout_score:.4f}); settings written to {output}"
     )
+
+
+@cli.command("finetune")
+@click.option("--corpus", required=True, type=click.Path(exists=True), help="Documents to adapt the model to.")
+@click.option("--queries", type=click.Path(exists=True, dir_okay=False), help="BEIR queries.jsonl (with --qrels).")
+@click.option("--qrels", type=click.Path(exists=True, dir_okay=False),
+              help="Training judgments; without them, pairs are made from the corpus itself.")
+@click.option("--output", required=True, type=click.Path(file_okay=False), help="Folder for the new model.")
+@click.option("--base-model", default=DEFAULT_MODEL, show_default=True)
+@click.option("--epochs", default=1, show_default=True, type=click.IntRange(min=1))
+@click.option("--batch-size", default=32, show_default=True, type=click.IntRange(min=2))
+@click.option("--learning-rate", default=3e-5, show_default=True, type=float)
+@click.option("--dev-share", default=0.2, show_default=True, type=click.FloatRange(0.0, 0.9),
+              help="Queries held out to judge the model before and after.")
+@click.option("--max-steps", default=-1, show_default=True, help="Stop after this many steps (-1: all epochs).")
+@click.option("--id-field", default=None)
+@click.option("--text-fields", default="title,text", show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+def finetune_command(corpus: str, queries: str | None, qrels: str | None, output: str, base_model: str,
+                     epochs: int, batch_size: int, learning_rate: float, dev_share: float, max_steps: int,
+                     id_field: str | None, text_fields: str, as_json: bool) -> None:
+    """Adapt the embedding model to your corpus and show, on held-out queries, whether it helped."""
+    from .finetune import finetune
+    from .sources import read_documents
+
+    if bool(queries) != bool(qrels):
+        raise click.UsageError("--queries and --qrels go together (or leave both out to train without labels)")
+    documents = read_documents(corpus, id_field=id_field, text_fields=[f for f in text_fields.split(",") if f])
+    report = finetune(documents, output, base_model=base_model,
+                      queries=ev.load_queries(queries) if queries else None,
+                      qrels=ev.load_qrels(qrels) if qrels else None, epochs=epochs, batch_size=batch_size,
+                      learning_rate=learning_rate, dev_share=dev_share, max_steps=max_steps, progress=not as_json)
+    if as_json:
+        click.echo(json.dumps(asdict(report), indent=2))
+        return
+    if report.before:
+        table = Table("", *(f"{mode} {metric}" for mode in report.before for metric in report.before[mode]))
+        for name, figures in (("base model", report.before), ("fine-tuned", report.after)):
+            table.add_row(name, *(f"{figures[mode][metric]:.4f}" for mode in figures for metric in figures[mode]))
+        console.print(table)
+    console.print(f"{report.dev_queries} dev queries, {report.train_pairs} training pairs "
+                  f"({'judged' if report.labelled else 'made from the corpus'}), {report.seconds:.0f} s")
+    console.print(f"[bold {'green' if report.promote else 'red'}]{report.verdict}[/]")
+    console.print(f"model saved in {report.model}" + (f"; switch an index to it with `hybrid reindex --index NAME "
+                                                      f"--model {report.model}`" if report.promote else ""))
+
+
+@cli.command("reindex")
+@click.option("--index", required=True)
+@click.option("--model", help="Model to re-embed the index with (a `hybrid finetune` output folder).")
+@click.option("--rollback", is_flag=True, help="Switch back to the version before the current one.")
+@click.option("--force", is_flag=True, help="Use a fine-tuned model even though it did not pass its evaluation.")
+@click.option("--batch-size", default=32, show_default=True, type=click.IntRange(min=1))
+@click.option("--quiet", is_flag=True)
+@backend_options
+def reindex_command(backend: Backend, index: str, model: str | None, rollback: bool, force: bool, batch_size: int,
+                    quiet: bool) -> None:
+    """Re-embed an index with another model into a new version and switch to it without downtime."""
+    from .finetune import FinetuneReport
+    from .ingest import reindex
+    from .ingest import rollback as roll_back
+
+    if rollback == bool(model):
+        raise click.UsageError("give either --model or --rollback")
+    if rollback:
+        left, now = roll_back(index, backend)
+        console.print(f"{index} now serves {now} (was {left})")
+        return
+    report = FinetuneReport.load(model) if Path(model).is_dir() else None
+    if report is not None and not report.promote and not force:
+        raise click.ClickException(f"{model} did not pass its evaluation ({report.verdict}); use --force to "
+                                   "switch to it anyway")
+    result = reindex(index, backend, Embedder(str(Path(model).resolve()) if Path(model).exists() else model),
+                     batch_size=batch_size, progress=not quiet)
+    console.print(f"{index} now serves {result.version} ({result.documents} documents, model {result.model}); "
+                  f"{result.previous} is kept: `hybrid reindex --index {index} --rollback` switches back")
 
 
 @cli.group("index")

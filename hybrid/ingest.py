@@ -14,7 +14,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from .backends.base import Backend, IndexMeta, StoredDocument, WriteFailure
+from .backends.base import Backend, IndexMeta, IndexWriter, StoredDocument, WriteFailure
 from .embed import Embedder
 from .errors import HybridError, IncompatibleIndexError
 from .sources import DEFAULT_TEXT_FIELDS, Document, read_documents
@@ -98,15 +98,63 @@ def _embed_and_write(
     batch_size: int,
     progress: bool,
 ) -> list[WriteFailure]:
-    with backend.writer(index, meta) as writer, tqdm(
-        total=len(documents), desc=f"embedding into {index}", unit="doc", disable=None if progress else True
-    ) as bar:
+    with backend.writer(index, meta) as writer:
+        return _embed_into(writer, documents, embedder, batch_size, progress, f"embedding into {index}")
+
+
+def _embed_into(writer: IndexWriter, documents: Sequence[Document], embedder: Embedder, batch_size: int,
+                progress: bool, label: str) -> list[WriteFailure]:
+    """Encode in chunks and hand each to the writer (which may send it while the next is encoded)."""
+    with tqdm(total=len(documents), desc=label, unit="doc", disable=None if progress else True) as bar:
         for start in range(0, len(documents), ENCODE_CHUNK):
             chunk = documents[start : start + ENCODE_CHUNK]
             vectors = embedder.encode([d.text for d in chunk], batch_size=batch_size)
             writer.write([StoredDocument(d.id, d.fields, d.hash, v) for d, v in zip(chunk, vectors)])
             bar.update(len(chunk))
         return writer.commit()
+
+
+@dataclass
+class ReindexReport:
+    index: str
+    version: str
+    previous: str
+    documents: int
+    model: str
+    seconds: float
+
+
+def reindex(index: str, backend: Backend, embedder: Embedder, batch_size: int = 32,
+            progress: bool = True) -> ReindexReport:
+    """Re-embed every document of ``index`` with ``embedder`` into a new version, then switch to it.
+
+    The index keeps answering from the old version until the switch, which is atomic; the old
+    version is kept for ``rollback``. Nothing is switched if any document fails.
+    """
+    started = time.perf_counter()
+    current = backend.meta(index)
+    documents = sorted((Document(doc_id, fields, current.text_fields) for doc_id, fields in backend.documents(index)),
+                       key=lambda d: len(d.text))
+    meta = IndexMeta(model=embedder.name, dimension=embedder.dimension, text_fields=current.text_fields)
+    _, previous = backend.versions(index)
+    version, writer = backend.new_version(index, meta)
+    with writer:
+        failures = _embed_into(writer, documents, embedder, batch_size, progress, f"re-embedding {index}")
+    if failures:
+        raise HybridError(f"{len(failures)} documents failed to re-index into {version} (first: "
+                          f"{failures[0].id}: {failures[0].reason}); {index} still serves {previous}")
+    backend.switch(index, version)
+    return ReindexReport(index, version, previous, len(documents), embedder.name, time.perf_counter() - started)
+
+
+def rollback(index: str, backend: Backend) -> tuple[str, str]:
+    """Point ``index`` back at the version before the current one; return (from, to)."""
+    versions, current = backend.versions(index)
+    position = versions.index(current)
+    if position == 0:
+        raise HybridError(f"{index} already serves its oldest kept version ({current}); nothing to roll back to")
+    backend.switch(index, versions[position - 1])
+    return current, versions[position - 1]
 
 
 def ingest(

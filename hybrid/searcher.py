@@ -7,6 +7,7 @@ returns typed hits that say how each leg ranked and scored every document.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -85,15 +86,30 @@ class Searcher:
         opensearch: str | Connection | None = None,
         embedder: Embedder | None = None,
         settings: SearchSettings | None = None,
+        model_check_s: float = 10.0,
     ) -> None:
         """Search ``index`` on ``backend``; or on a cluster at ``opensearch`` (URL or Connection);
         or else in the local folder ``data_dir`` (default: $HYBRID_DATA_DIR or ~/.hybrid/indexes).
-        ``settings`` (e.g. ``SearchSettings.load("tuned.json")``) sets the fusion defaults."""
+        ``settings`` (e.g. ``SearchSettings.load("tuned.json")``) sets the fusion defaults. Every
+        ``model_check_s`` seconds the index's recorded model is looked up again, so that after a
+        ``hybrid reindex`` switches models, queries are encoded with the new one."""
         self.index = index
         self.backend = backend or open_backend(data_dir, opensearch)
         self.meta = self.backend.meta(index)
         self.embedder = embedder or Embedder(self.meta.model)
         self.settings = settings or SearchSettings()
+        self.model_check_s = model_check_s
+        self._checked_at = time.monotonic()
+
+    def _follow_index_model(self) -> None:
+        now = time.monotonic()
+        if now - self._checked_at < self.model_check_s:
+            return
+        self._checked_at = now
+        meta = self.backend.meta(self.index)
+        if meta.model != self.meta.model:
+            self.embedder = Embedder(meta.model)
+        self.meta = meta
 
     def retrieve(self, query: str, mode: Mode = "hybrid", window: int | None = None,
                  filters: Filters | None = None, query_vector: np.ndarray | None = None) -> dict[str, list[LegHit]]:
@@ -101,6 +117,7 @@ class Searcher:
         ``query_vector`` skips encoding when the caller has already encoded the query."""
         if mode not in MODES:
             raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+        self._follow_index_model()
         vector = None
         if mode != "bm25":
             vector = self.embedder.encode_query(query) if query_vector is None else query_vector

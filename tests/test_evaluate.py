@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from hybrid.cli import cli
 from hybrid.errors import SourceError
 from hybrid.evaluate import load_qrels, save_trec_run, score
-from hybrid.searcher import SearchSettings, Searcher
+from hybrid.searcher import Searcher, SearchSettings
 
 
 def test_metrics_on_a_hand_made_run():
@@ -54,7 +54,7 @@ def test_eval_cli_on_cranfield(cranfield_backend, cranfield, tmp_path):
     result = CliRunner().invoke(cli, [*args, "--json", "--save-runs", str(tmp_path), "--plot",
                                       str(tmp_path / "modes.png")], catch_exceptions=False)
     assert result.exit_code == 0, result.output
-    results = json.loads(result.output)
+    results = json.loads(result.stdout)
     assert set(results) == {"bm25", "vector", "hybrid"}
     assert set(results["hybrid"]) == {"ndcg@10", "recall@100", "mrr@10", "map@100"}
     # Published-style figures for this stack are about 0.37 / 0.38 / 0.42 (../shared/data/README.md).

@@ -95,7 +95,7 @@ def test_cli_round_trip_and_bad_input(small, tmp_path):
     data_dir = str(backend.data_dir)
     result = run("search", "coffee", "--index", "small", "--data-dir", data_dir, "--json", "-k", "2")
     assert result.exit_code == 0, result.output
-    hits = json.loads(result.output)
+    hits = json.loads(result.stdout)
     assert hits[0]["id"] == "4" and set(hits[0]["vector"]) == {"rank", "score"}
     assert run("index", "list", "--data-dir", data_dir).output.count("small") == 1
 

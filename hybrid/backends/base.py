@@ -6,7 +6,7 @@ OpenSearch cluster are interchangeable under them.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from types import TracebackType
 from typing import Any, Protocol
@@ -135,4 +135,20 @@ class Backend(Protocol):
 
     def retrieve(self, index: str, query: LegQuery) -> dict[str, list[LegHit]]:
         """Run the requested legs, best first, keyed "bm25" and "vector"."""
+        ...
+
+    def documents(self, index: str) -> Iterator[tuple[str, dict[str, Any]]]:
+        """Every stored document's id and fields (to re-embed them with another model)."""
+        ...
+
+    def new_version(self, index: str, meta: IndexMeta) -> tuple[str, IndexWriter]:
+        """An empty new version of ``index`` that searches do not see until ``switch``."""
+        ...
+
+    def switch(self, index: str, version: str) -> None:
+        """Point ``index`` at ``version`` atomically; queries keep working throughout."""
+        ...
+
+    def versions(self, index: str) -> tuple[list[str], str]:
+        """All versions of ``index``, oldest first, and the one it points at now."""
         ...

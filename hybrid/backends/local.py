@@ -82,6 +82,10 @@ class LocalIndex:
         self.bm25 = bm25s.BM25.load(folder / BM25_FOLDER, show_progress=False) if self.ids else None
         self.analyzer = analyzer
 
+    def text(self, row: int) -> str:
+        """The text row ``row`` was embedded from."""
+        return document_text(self.fields[row], self.meta.text_fields)
+
     @cached_property
     def _postings(self) -> dict[str, dict[str, np.ndarray]]:
         """field -> value -> rows holding it, built on the first filtered query."""
@@ -196,6 +200,24 @@ class LocalBackend:
     def writer(self, index: str, meta: IndexMeta) -> LocalWriter:
         return LocalWriter(self, index, meta)
 
+    def documents(self, index: str) -> Iterator[tuple[str, dict[str, Any]]]:
+        loaded = self.load(index)
+        return iter(zip(loaded.ids, loaded.fields))
+
+    def new_version(self, index: str, meta: IndexMeta) -> tuple[str, LocalWriter]:
+        writer = LocalWriter(self, index, meta, fresh=True)
+        return writer.folder.name, writer
+
+    def switch(self, index: str, version: str) -> None:
+        folder = self.data_dir / version
+        if not folder.is_dir() or not version.startswith(f".{index}@"):
+            raise ValueError(f"{version!r} is not a version of index {index!r}")
+        self.swap(index, folder)
+
+    def versions(self, index: str) -> tuple[list[str], str]:
+        current = self.load(index).folder.name
+        return sorted(p.name for p in self.data_dir.glob(f".{index}@*") if p.is_dir()), current
+
     def retrieve(self, index: str, query: LegQuery) -> dict[str, list[LegHit]]:
         loaded = self.load(index)
         mask = loaded.mask(query.filters)
@@ -217,12 +239,18 @@ class LocalBackend:
 
 
 class LocalWriter:
-    """Collects documents in memory, then writes a complete new version and swaps it in on commit."""
+    """Collects documents in memory, then writes a complete new version folder on commit.
 
-    def __init__(self, backend: LocalBackend, index: str, meta: IndexMeta) -> None:
-        self._backend, self._index, self._meta = backend, index, meta
+    A plain writer starts from the current version, swaps the new one in and removes the old; a
+    ``fresh`` one (a re-index) starts empty and leaves switching, and the old version, to the caller.
+    """
+
+    def __init__(self, backend: LocalBackend, index: str, meta: IndexMeta, fresh: bool = False) -> None:
+        self._backend, self._index, self._meta, self._fresh = backend, index, meta, fresh
+        stamp = time.strftime("%Y%m%dT%H%M%S")
+        self.folder = backend.data_dir / f".{index}@{stamp}-{uuid.uuid4().hex[:8]}"
         self._rows: dict[str, _Row] = {}
-        if backend.exists(index):
+        if backend.exists(index) and not fresh:
             current = backend.load(index)
             rows = zip(current.ids, current.fields, current.hashes, current.vectors)
             self._rows = {doc_id: _Row(fields, doc_hash, vector) for doc_id, fields, doc_hash, vector in rows}
@@ -235,15 +263,14 @@ class LocalWriter:
             self._rows[document.id] = _Row(document.fields, document.hash, document.vector)
 
     def commit(self) -> list[WriteFailure]:
-        folder = self._backend.data_dir / f".{self._index}@{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}"
-        folder.mkdir(parents=True)
+        self.folder.mkdir(parents=True)
         try:
-            self._write_version(folder)
-            previous = self._backend.swap(self._index, folder)
+            self._write_version(self.folder)
+            previous = None if self._fresh else self._backend.swap(self._index, self.folder)
         except BaseException:
-            shutil.rmtree(folder, ignore_errors=True)
+            shutil.rmtree(self.folder, ignore_errors=True)
             raise
-        if previous is not None and previous != folder:
+        if previous is not None and previous != self.folder:
             shutil.rmtree(previous, ignore_errors=True)
         return []
 

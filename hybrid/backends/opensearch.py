@@ -141,9 +141,15 @@ class OpenSearchBackend:
         raise AssertionError("unreachable")
 
     def names(self) -> list[str]:
+        """Every hybrid index by the name users know: its alias, or its own name if it has none."""
         with self._errors():
             mappings = self.client.indices.get_mapping(index="*", expand_wildcards="open")
-        return sorted(name for name, body in mappings.items() if "hybrid" in body["mappings"].get("_meta", {}))
+            aliases = self.client.indices.get_alias(index="*", expand_wildcards="open")
+        names = set()
+        for concrete, body in mappings.items():
+            if "hybrid" in body["mappings"].get("_meta", {}):
+                names.update(aliases.get(concrete, {}).get("aliases") or [concrete])
+        return sorted(names)
 
     def exists(self, index: str) -> bool:
         with self._errors():
@@ -165,8 +171,10 @@ class OpenSearchBackend:
         return IndexInfo(index, self.count(index), self.meta(index), f"{self.location}/{index}")
 
     def delete(self, index: str) -> None:
+        """Delete the index and every version behind its alias."""
         with self._errors(index):
-            self.client.indices.delete(index=index)
+            concrete = list(self.client.indices.get(index=index))
+            self.client.indices.delete(index=",".join(concrete))
 
     def hashes(self, index: str) -> dict[str, str]:
         with self._errors(index):
@@ -176,9 +184,11 @@ class OpenSearchBackend:
             }
 
     def create(self, index: str, meta: IndexMeta) -> None:
+        """Create ``INDEX_v1`` behind the alias ``INDEX``, so a later re-index can swap versions atomically."""
+        body = {**index_body(meta, self.connection.engine), "aliases": {index: {}}}
         with self._errors():
             try:
-                self.client.indices.create(index=index, body=index_body(meta, self.connection.engine))
+                self.client.indices.create(index=f"{index}_v1", body=body)
             except os_errors.RequestError as error:
                 if "knn" in str(error.info).lower() and error.error != "resource_already_exists_exception":
                     raise HybridError(
@@ -192,6 +202,35 @@ class OpenSearchBackend:
         if not self.exists(index):
             self.create(index, meta)
         return OpenSearchWriter(self, index)
+
+    def documents(self, index: str) -> Iterator[tuple[str, dict[str, Any]]]:
+        with self._errors(index):
+            for hit in helpers.scan(self.client, index=index, _source={"excludes": INTERNAL_FIELDS}, size=500):
+                yield hit["_id"], hit["_source"]
+
+    def versions(self, index: str) -> tuple[list[str], str]:
+        """The ``INDEX_vN`` indexes, oldest first, and the one the alias ``INDEX`` points at."""
+        with self._errors(index):
+            current = list(self.client.indices.get_alias(name=index))
+            found = self.client.indices.get(index=f"{index}_v*", expand_wildcards="open")
+        if len(current) != 1:
+            raise HybridError(f"{index!r} is not an alias of exactly one index: {sorted(current)}")
+        numbered = [name for name in found if name.removeprefix(f"{index}_v").isdigit()]
+        return sorted(numbered, key=lambda name: int(name.removeprefix(f"{index}_v"))), current[0]
+
+    def new_version(self, index: str, meta: IndexMeta) -> tuple[str, OpenSearchWriter]:
+        existing, _ = self.versions(index)
+        version = f"{index}_v{int(existing[-1].removeprefix(f'{index}_v')) + 1 if existing else 1}"
+        with self._errors():
+            self.client.indices.create(index=version, body=index_body(meta, self.connection.engine))
+        return version, OpenSearchWriter(self, version)
+
+    def switch(self, index: str, version: str) -> None:
+        """Move the alias in one ``_aliases`` call: searches see the old version or the new, never neither."""
+        _, current = self.versions(index)
+        actions = [{"remove": {"index": current, "alias": index}}, {"add": {"index": version, "alias": index}}]
+        with self._errors(index):
+            self.client.indices.update_aliases(body={"actions": actions})
 
     def retrieve(self, index: str, query: LegQuery) -> dict[str, list[LegHit]]:
         """Both legs in one ``_msearch`` round trip, each with the filters applied before ranking."""

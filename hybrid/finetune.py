@@ -1,0 +1,270 @@
+"""Adapt the embedding model to a small corpus, and prove on held-out judgments whether it helped.
+
+With judgments, training pairs are (query, judged document); without, they come from the corpus
+itself: title -> body, and inverse-cloze pairs (one sentence -> the rest of its passage). Each pair
+gets a hard negative mined with the project's own hybrid retrieval under the base model (judged
+positives and near-duplicates of them excluded). Training is sentence-transformers' trainer with
+MultipleNegativesRankingLoss; a dev share of the queries is held out, evaluated every epoch (best
+checkpoint kept), and scored before and after on the whole corpus. The model is marked for promotion
+only when it beats the base model there.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import random
+import re
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .backends.base import document_text
+from .backends.local import LocalBackend
+from .embed import DEFAULT_MODEL, Embedder, resolve_model_path
+from .evaluate import Qrels, evaluate_modes
+from .fusion import rrf
+from .ingest import ingest_documents
+from .searcher import Searcher
+from .sources import Document
+
+REPORT_FILE = "hybrid-finetune.json"
+GATE_METRICS = ("ndcg@10", "recall@100")
+NEAR_DUPLICATE = 0.95
+"""Cosine above which a mined candidate counts as a copy of a positive, not as a negative."""
+
+
+@dataclass(frozen=True)
+class Pair:
+    """A training or dev example: a query and the text of the document it should find."""
+
+    query_id: str
+    query: str
+    doc_id: str
+    positive: str
+
+
+def labelled_pairs(queries: Mapping[str, str], qrels: Qrels, documents: Mapping[str, Document]) -> list[Pair]:
+    """(query, judged-relevant document) for every positive judgment whose query and document exist."""
+    return [
+        Pair(query_id, queries[query_id], doc_id, documents[doc_id].text)
+        for query_id, judged in sorted(qrels.items())
+        for doc_id, relevance in sorted(judged.items())
+        if relevance > 0 and query_id in queries and doc_id in documents
+    ]
+
+
+def pseudo_pairs(documents: Sequence[Document], seed: int = 13) -> list[Pair]:
+    """Label-free pairs: title -> body where a title exists, and one sentence -> the rest of its passage."""
+    rng = random.Random(seed)
+    pairs = []
+    for doc in documents:
+        title, body = str(doc.fields.get("title") or ""), str(doc.fields.get("text") or "")
+        if title.strip() and body.strip() and title.strip() != body.strip():
+            pairs.append(Pair(f"title:{doc.id}", title, doc.id, body))
+        sentences = [s for s in re.split(r"(?<=[.!?])\s+", body) if len(s.split()) >= 5]
+        if len(sentences) >= 3:
+            chosen = rng.randrange(len(sentences))
+            rest = " ".join(s for i, s in enumerate(sentences) if i != chosen)
+            pairs.append(Pair(f"cloze:{doc.id}", sentences[chosen], doc.id, f"{title}\n{rest}".strip()))
+    return pairs
+
+
+def split_by_query(pairs: Sequence[Pair], dev_share: float, seed: int = 13) -> tuple[list[Pair], list[Pair]]:
+    """Hold out whole queries (never one query's pairs on both sides)."""
+    query_ids = sorted({p.query_id for p in pairs})
+    random.Random(seed).shuffle(query_ids)
+    dev_ids = set(query_ids[: max(1, round(len(query_ids) * dev_share))]) if dev_share > 0 else set()
+    return [p for p in pairs if p.query_id not in dev_ids], [p for p in pairs if p.query_id in dev_ids]
+
+
+def mine_negatives(pairs: Sequence[Pair], searcher: Searcher, depth: int = 30, seed: int = 13) -> list[str]:
+    """One hard negative per pair, drawn from the query's top hybrid hits under the base model.
+
+    ``searcher`` must search a local index (its vectors spot near-duplicates). Judged positives of
+    the query and candidates nearly identical to one of them (cosine >= 0.95: often the same text
+    twice in a corpus) are skipped; a pair with no candidate left gets a random document.
+    """
+    if not isinstance(searcher.backend, LocalBackend):
+        raise TypeError("mining needs a searcher over a local index")
+    index = searcher.backend.load(searcher.index)
+    row = {doc_id: number for number, doc_id in enumerate(index.ids)}
+    positives: dict[str, set[str]] = {}
+    for pair in pairs:
+        positives.setdefault(pair.query_id, set()).add(pair.doc_id)
+    rng = random.Random(seed)
+    negatives = []
+    for pair, vector in zip(pairs, searcher.embedder.encode([p.query for p in pairs])):
+        legs = searcher.retrieve(pair.query, window=depth, query_vector=vector)
+        own = np.stack([index.vectors[row[d]] for d in positives[pair.query_id] if d in row] or
+                       [np.zeros(index.vectors.shape[1], dtype=np.float32)])
+        fused = rrf({leg: [(h.id, h.score) for h in hits] for leg, hits in legs.items()})
+        candidates = [
+            hit.id for hit in fused
+            if hit.id not in positives[pair.query_id]
+            and float(np.max(own @ index.vectors[row[hit.id]])) < NEAR_DUPLICATE
+        ]
+        chosen = rng.choice(candidates[:10]) if candidates else rng.choice(index.ids)
+        negatives.append(index.text(row[chosen]))
+    return negatives
+
+
+@dataclass
+class FinetuneReport:
+    """Before/after figures on the dev share, over the whole corpus, and the gate's verdict."""
+
+    base_model: str
+    model: str
+    labelled: bool
+    train_pairs: int
+    dev_queries: int
+    before: dict[str, dict[str, float]]
+    after: dict[str, dict[str, float]]
+    promote: bool
+    verdict: str
+    seconds: float
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    def save(self, folder: str | Path) -> Path:
+        path = Path(folder) / REPORT_FILE
+        path.write_text(json.dumps(asdict(self), indent=2))
+        return path
+
+    @classmethod
+    def load(cls, folder: str | Path) -> FinetuneReport | None:
+        path = Path(folder) / REPORT_FILE
+        return cls(**json.loads(path.read_text())) if path.exists() else None
+
+
+def evaluate_dev(searcher: Searcher, pairs: Sequence[Pair], qrels: Qrels | None) -> dict[str, dict[str, float]]:
+    """Vector-only and hybrid figures for the dev queries over the whole corpus."""
+    queries = {p.query_id: p.query for p in pairs}
+    judged = {q: qrels[q] for q in queries} if qrels else {p.query_id: {p.doc_id: 1} for p in pairs}
+    return evaluate_modes(searcher, queries, judged, modes=("vector", "hybrid"), metrics=GATE_METRICS,
+                          progress=False)[0]
+
+
+def gate(before: Mapping[str, Mapping[str, float]], after: Mapping[str, Mapping[str, float]]) -> tuple[bool, str]:
+    """Promote only a model that beats the base on vector nDCG@10 without losing hybrid nDCG@10."""
+    vector = after["vector"]["ndcg@10"] - before["vector"]["ndcg@10"]
+    hybrid = after["hybrid"]["ndcg@10"] - before["hybrid"]["ndcg@10"]
+    if vector > 0 and hybrid >= 0:
+        return True, f"better: vector nDCG@10 {vector:+.4f}, hybrid {hybrid:+.4f} on the dev share"
+    return False, (f"NOT better than the base model (vector nDCG@10 {vector:+.4f}, hybrid {hybrid:+.4f} on the dev "
+                   "share): keep the base model; this one is not marked for promotion")
+
+
+def finetune(
+    documents: Sequence[Document],
+    output: str | Path,
+    base_model: str = DEFAULT_MODEL,
+    queries: Mapping[str, str] | None = None,
+    qrels: Qrels | None = None,
+    epochs: int = 1,
+    batch_size: int = 32,
+    learning_rate: float = 3e-5,
+    dev_share: float = 0.2,
+    max_steps: int = -1,
+    work_dir: str | Path | None = None,
+    seed: int = 13,
+    progress: bool = True,
+) -> FinetuneReport:
+    """Fine-tune ``base_model`` on ``documents`` (and judgments, if given); save it and its report in ``output``.
+
+    ``work_dir`` keeps the "before" and "after" local indexes (a temporary folder by default); reusing
+    it skips re-embedding the corpus with the base model, which is unchanged.
+    """
+    started = time.perf_counter()
+    labelled = bool(queries and qrels)
+    by_id = {d.id: d for d in documents}
+    pairs = labelled_pairs(queries, qrels, by_id) if queries and qrels else pseudo_pairs(documents, seed)
+    if not pairs:
+        raise ValueError("no training pairs: no judged query matches the corpus, and no titles or passages to use")
+    train, dev = split_by_query(pairs, dev_share, seed)
+    with tempfile.TemporaryDirectory() as scratch:
+        backend = LocalBackend(Path(work_dir or scratch) / "indexes")
+        base = Embedder(base_model)
+        ingest_documents(documents, "before", backend, base, progress=progress)
+        before_searcher = Searcher("before", backend, embedder=base)
+        before = evaluate_dev(before_searcher, dev, qrels) if dev else {}
+        negatives = mine_negatives(train, before_searcher, seed=seed)
+        model_path = _train(base_model, train, negatives, dev, before_searcher, qrels, Path(output), epochs,
+                            batch_size, learning_rate, max_steps, seed, progress)
+        tuned = Embedder(str(model_path))
+        if backend.exists("after"):  # left by an earlier run in the same work_dir, for another model
+            backend.delete("after")
+        ingest_documents(documents, "after", backend, tuned, progress=progress)
+        after = evaluate_dev(Searcher("after", backend, embedder=tuned), dev, qrels) if dev else {}
+    promote, verdict = gate(before, after) if dev else (False, "no dev share held out: nothing proves a gain")
+    report = FinetuneReport(
+        base_model=base_model, model=str(model_path), labelled=labelled, train_pairs=len(train),
+        dev_queries=len({p.query_id for p in dev}), before=before, after=after, promote=promote, verdict=verdict,
+        seconds=round(time.perf_counter() - started, 1),
+        settings={"epochs": epochs, "batch_size": batch_size, "learning_rate": learning_rate, "dev_share": dev_share,
+                  "max_steps": max_steps, "seed": seed},
+    )
+    report.save(model_path)
+    return report
+
+
+def _train(base_model: str, train: Sequence[Pair], negatives: Sequence[str], dev: Sequence[Pair],
+           base_searcher: Searcher, qrels: Qrels | None, output: Path, epochs: int, batch_size: int,
+           learning_rate: float, max_steps: int, seed: int, progress: bool) -> Path:
+    """sentence-transformers training with in-batch and mined negatives; the best dev epoch is kept."""
+    from datasets import Dataset
+    from sentence_transformers import SentenceTransformer, SentenceTransformerTrainer
+    from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
+    from sentence_transformers.sentence_transformer.training_args import (
+        BatchSamplers,
+        SentenceTransformerTrainingArguments,
+    )
+
+    model = SentenceTransformer(resolve_model_path(base_model))
+    dataset = Dataset.from_dict({"anchor": [p.query for p in train], "positive": [p.positive for p in train],
+                                 "negative": list(negatives)})
+    evaluator = _dev_evaluator(dev, base_searcher, qrels) if dev else None
+    checkpoints = output / "checkpoints"
+    args = SentenceTransformerTrainingArguments(
+        output_dir=str(checkpoints), num_train_epochs=epochs, max_steps=max_steps,
+        per_device_train_batch_size=batch_size, learning_rate=learning_rate, seed=seed,
+        warmup_steps=max(1, (max_steps if max_steps > 0 else epochs * math.ceil(len(train) / batch_size)) // 10),
+        batch_sampler=BatchSamplers.NO_DUPLICATES,  # a text twice in a batch would be its own false negative
+        eval_strategy="epoch" if evaluator else "no", save_strategy="epoch" if evaluator else "no",
+        load_best_model_at_end=evaluator is not None, metric_for_best_model="eval_dev_cosine_ndcg@10",
+        save_total_limit=2, logging_steps=10, report_to="none", disable_tqdm=not progress,
+        dataloader_num_workers=0, dataloader_pin_memory=False,
+    )
+    trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=dataset,
+                                         loss=MultipleNegativesRankingLoss(model), evaluator=evaluator)
+    with contextlib.redirect_stdout(sys.stderr):  # the trainer prints its logs; stdout is for our report
+        trainer.train()
+    output.mkdir(parents=True, exist_ok=True)
+    model.save(str(output))
+    shutil.rmtree(checkpoints, ignore_errors=True)
+    return output.resolve()
+
+
+def _dev_evaluator(dev: Sequence[Pair], base_searcher: Searcher, qrels: Qrels | None) -> Any:
+    """Per-epoch dev check on a small corpus: the dev positives plus each dev query's top base-model
+    candidates, so an epoch's evaluation costs seconds, not a re-embedding of the whole corpus."""
+    from sentence_transformers.sentence_transformer.evaluation import InformationRetrievalEvaluator
+
+    queries = {p.query_id: p.query for p in dev}
+    relevant: dict[str, set[str]] = {}
+    corpus: dict[str, str] = {}
+    for pair in dev:
+        judged = qrels[pair.query_id] if qrels else {pair.doc_id: 1}
+        relevant[pair.query_id] = {d for d, r in judged.items() if r > 0}
+        corpus[pair.doc_id] = pair.positive
+    for query in queries.values():
+        for hit in base_searcher.search(query, k=10):
+            corpus.setdefault(hit.id, document_text(hit.source, base_searcher.meta.text_fields))
+    return InformationRetrievalEvaluator(queries, corpus, relevant, name="dev", show_progress_bar=False)

@@ -1,0 +1,163 @@
+"""Fine-tuning: pairs, mining, a short real training run, the gate, and re-indexing with rollback."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import pytest
+from click.testing import CliRunner
+
+from hybrid.backends.local import LocalBackend
+from hybrid.cli import cli
+from hybrid.embed import DEFAULT_MODEL, Embedder
+from hybrid.errors import HybridError
+from hybrid.finetune import (
+    FinetuneReport,
+    finetune,
+    gate,
+    labelled_pairs,
+    mine_negatives,
+    pseudo_pairs,
+    split_by_query,
+)
+from hybrid.ingest import ingest_documents, reindex, rollback
+from hybrid.searcher import Searcher
+from hybrid.sources import Document, read_documents
+
+CORPUS = [
+    Document("sun", {"title": "Solar panels", "text": "Photovoltaic cells turn sunlight into electricity. "
+                     "They work best facing south. Output falls on cloudy days and at night."}),
+    Document("sun-copy", {"title": "Solar panels", "text": "Photovoltaic cells turn sunlight into electricity. "
+                          "They work best facing south. Output falls on cloudy days and at night!"}),
+    Document("wind", {"title": "Wind turbines", "text": "Blades catch moving air and spin a generator."}),
+    Document("bread", {"title": "Sourdough", "text": "Wild yeast leavens the dough over many hours."}),
+    Document("coffee", {"title": "Espresso", "text": "Hot water is forced through finely ground coffee."}),
+    Document("dams", {"title": "Hydropower", "text": "Falling water drives turbines that make electricity."}),
+]
+
+
+def test_labelled_pairs_keep_positive_judgments_only():
+    by_id = {d.id: d for d in CORPUS}
+    pairs = labelled_pairs({"q1": "solar power", "q2": "bread"}, {"q1": {"sun": 1, "wind": 0}, "q2": {"bread": 2},
+                                                                  "q3": {"sun": 1}}, by_id)
+    assert [(p.query_id, p.doc_id) for p in pairs] == [("q1", "sun"), ("q2", "bread")]
+    assert pairs[0].positive == by_id["sun"].text
+
+
+def test_pseudo_pairs_title_to_body_and_inverse_cloze():
+    pairs = pseudo_pairs(CORPUS[:1])
+    title, cloze = pairs
+    assert (title.query, title.positive) == ("Solar panels", CORPUS[0].fields["text"])
+    assert cloze.query in CORPUS[0].fields["text"] and cloze.query not in cloze.positive
+
+
+def test_split_holds_out_whole_queries():
+    pairs = pseudo_pairs(CORPUS)
+    train, dev = split_by_query(pairs, 0.3)
+    assert train and dev and not {p.query_id for p in train} & {p.query_id for p in dev}
+
+
+def test_mined_negatives_skip_positives_and_near_duplicates(tmp_path, embedder):
+    backend = LocalBackend(tmp_path)
+    ingest_documents(CORPUS, "tiny", backend, embedder, progress=False)
+    pairs = labelled_pairs({"q": "solar panels make electricity from sunlight"}, {"q": {"sun": 1}},
+                           {d.id: d for d in CORPUS})
+    [negative] = mine_negatives(pairs, Searcher("tiny", backend, embedder=embedder))
+    texts = {d.id: d.text for d in CORPUS}
+    assert negative not in (texts["sun"], texts["sun-copy"])
+    assert negative in texts.values()
+
+
+def test_gate_refuses_a_model_that_is_not_better():
+    before = {"vector": {"ndcg@10": 0.60}, "hybrid": {"ndcg@10": 0.70}}
+    promote, verdict = gate(before, {"vector": {"ndcg@10": 0.58}, "hybrid": {"ndcg@10": 0.71}})
+    assert not promote and "NOT better" in verdict
+    promote, _ = gate(before, {"vector": {"ndcg@10": 0.62}, "hybrid": {"ndcg@10": 0.69}})
+    assert not promote
+    assert gate(before, {"vector": {"ndcg@10": 0.62}, "hybrid": {"ndcg@10": 0.70}})[0]
+
+
+@pytest.fixture(scope="module")
+def short_finetune(tmp_path_factory, cranfield):
+    """A few real training steps on Cranfield without labels, at a learning rate that harms the model."""
+    documents = read_documents(cranfield / "corpus.jsonl")[:150]
+    output = tmp_path_factory.mktemp("tuned")
+    report = finetune(documents, output, epochs=1, batch_size=8, learning_rate=5e-3, max_steps=4,
+                      dev_share=0.3, progress=False)
+    return report, documents
+
+
+def test_short_finetune_saves_a_loadable_model_and_an_honest_report(short_finetune):
+    report, _ = short_finetune
+    assert not report.labelled and report.train_pairs > 0 and report.dev_queries > 0
+    assert set(report.before) == set(report.after) == {"vector", "hybrid"}
+    assert Embedder(report.model).encode(["a test"]).shape == (1, 384)
+    assert FinetuneReport.load(report.model) == report
+    # A learning rate of 5e-3 wrecks a pretrained encoder: the gate must say so.
+    assert report.after["vector"]["ndcg@10"] < report.before["vector"]["ndcg@10"]
+    assert not report.promote and "NOT better" in report.verdict
+
+
+@pytest.fixture(params=["local", "opensearch"])
+def small_index(request, tmp_path, embedder, short_finetune):
+    _, documents = short_finetune
+    if request.param == "local":
+        backend = LocalBackend(tmp_path)
+        args = ["--data-dir", str(tmp_path)]
+    else:
+        backend = request.getfixturevalue("opensearch")
+        args = ["--opensearch", backend.connection.url]
+        if backend.exists("reindexed"):
+            backend.delete("reindexed")
+    ingest_documents(documents[:60], "reindexed", backend, embedder, progress=False)
+    yield backend, args
+    backend.delete("reindexed")
+
+
+def test_reindex_switches_model_without_downtime_and_rolls_back(small_index, short_finetune):
+    backend, args = small_index
+    report, _ = short_finetune
+    refused = CliRunner().invoke(cli, ["reindex", "--index", "reindexed", "--model", report.model, *args])
+    assert refused.exit_code == 1 and "did not pass its evaluation" in refused.output
+    assert backend.meta("reindexed").model == DEFAULT_MODEL
+
+    searcher = Searcher("reindexed", backend, model_check_s=0)
+    failures, answered, stop = [], [], threading.Event()
+
+    def keep_querying():
+        while not stop.is_set():
+            try:
+                answered.append(len(searcher.search("supersonic flow", k=5)))
+            except Exception as error:  # any failure during the switch is what this test looks for
+                failures.append(error)
+
+    worker = threading.Thread(target=keep_querying)
+    worker.start()
+    try:
+        result = reindex("reindexed", backend, Embedder(report.model), progress=False)
+    finally:
+        stop.set()
+        worker.join()
+    assert failures == [] and answered and min(answered) == 5
+    assert backend.meta("reindexed").model == report.model and backend.count("reindexed") == 60
+    versions, current = backend.versions("reindexed")
+    assert current == result.version and result.previous in versions
+    searcher.search("supersonic flow")
+    assert searcher.embedder.name == report.model  # the searcher follows the index's recorded model
+
+    back = CliRunner().invoke(cli, ["reindex", "--index", "reindexed", "--rollback", *args])
+    assert back.exit_code == 0, back.output
+    assert backend.meta("reindexed").model == DEFAULT_MODEL
+    with pytest.raises(HybridError, match="oldest kept version"):
+        rollback("reindexed", backend)
+
+
+def test_finetune_cli_json(tmp_path, cranfield):
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text("".join(line + "\n" for line in (cranfield / "corpus.jsonl").read_text().splitlines()[:80]))
+    result = CliRunner().invoke(cli, ["finetune", "--corpus", str(corpus), "--output", str(tmp_path / "model"),
+                                      "--max-steps", "1", "--batch-size", "4", "--json"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["model"] == str((tmp_path / "model").resolve()) and "promote" in report
