@@ -6,6 +6,7 @@ OpenSearch cluster are interchangeable under them.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from types import TracebackType
@@ -91,21 +92,36 @@ class WriteFailure:
     reason: str
 
 
-class IndexWriter(Protocol):
-    """Receives embedded documents; nothing is visible to searches before ``commit``, or is lost on ``abort``
-    beyond what the backend itself guarantees (the local backend swaps atomically)."""
+class IndexWriter(ABC):
+    """Receives embedded documents for one index; used as a context manager.
 
+    Nothing is searchable before ``commit``. Leaving the ``with`` block on an error calls ``abort``
+    (the local backend then leaves the index exactly as it was); leaving it normally calls ``close``.
+    """
+
+    @abstractmethod
     def write(self, documents: Sequence[StoredDocument]) -> None: ...
 
-    def commit(self) -> list[WriteFailure]: ...
+    @abstractmethod
+    def commit(self) -> list[WriteFailure]:
+        """Make everything written searchable; return the documents the index refused."""
 
+    @abstractmethod
     def abort(self) -> None: ...
 
-    def __enter__(self) -> IndexWriter: ...
+    def close(self) -> None:  # noqa: B027 - most writers hold nothing to release
+        """Release what the writer holds after a normal exit."""
+
+    def __enter__(self) -> IndexWriter:
+        return self
 
     def __exit__(
         self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
-    ) -> None: ...
+    ) -> None:
+        if error is not None:
+            self.abort()
+        else:
+            self.close()
 
 
 class Backend(Protocol):

@@ -21,7 +21,6 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import bm25s
@@ -29,7 +28,17 @@ import numpy as np
 import Stemmer
 
 from ..errors import IndexNotFoundError
-from .base import Filters, IndexInfo, IndexMeta, LegHit, LegQuery, StoredDocument, WriteFailure, document_text
+from .base import (
+    Filters,
+    IndexInfo,
+    IndexMeta,
+    IndexWriter,
+    LegHit,
+    LegQuery,
+    StoredDocument,
+    WriteFailure,
+    document_text,
+)
 
 DEFAULT_DATA_DIR = Path.home() / ".hybrid" / "indexes"
 
@@ -238,7 +247,7 @@ class LocalBackend:
         return previous
 
 
-class LocalWriter:
+class LocalWriter(IndexWriter):
     """Collects documents in memory, then writes a complete new version folder on commit.
 
     A plain writer starts from the current version, swaps the new one in and removes the old; a
@@ -291,12 +300,3 @@ class LocalWriter:
 
     def abort(self) -> None:
         self._rows.clear()
-
-    def __enter__(self) -> LocalWriter:
-        return self
-
-    def __exit__(
-        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
-    ) -> None:
-        if error is not None:
-            self.abort()

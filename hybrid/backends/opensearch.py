@@ -14,7 +14,6 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import resources
-from types import TracebackType
 from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
@@ -23,7 +22,7 @@ from opensearchpy import OpenSearch, helpers
 from opensearchpy import exceptions as os_errors
 
 from ..errors import HybridError, IndexNotFoundError
-from .base import Filters, IndexInfo, IndexMeta, LegHit, LegQuery, StoredDocument, WriteFailure
+from .base import Filters, IndexInfo, IndexMeta, IndexWriter, LegHit, LegQuery, StoredDocument, WriteFailure
 
 VECTOR_FIELD, HASH_FIELD, ID_FIELD, TEXT_FIELD = "hybrid_vector", "hybrid_hash", "doc_id", "hybrid_text"
 INTERNAL_FIELDS = [VECTOR_FIELD, HASH_FIELD, ID_FIELD]
@@ -264,7 +263,7 @@ class OpenSearchBackend:
         return legs
 
 
-class OpenSearchWriter:
+class OpenSearchWriter(IndexWriter):
     """Bulk-indexes batches in a background thread, so the next batch is embedded meanwhile.
 
     Documents the cluster rejects (mapping conflicts, wrong vector size) are collected with their
@@ -321,14 +320,6 @@ class OpenSearchWriter:
             self._pending.cancel()
         self._pool.shutdown(wait=True, cancel_futures=True)
 
-    def __enter__(self) -> OpenSearchWriter:
-        return self
-
-    def __exit__(
-        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
-    ) -> None:
-        if error is not None:
-            self.abort()
-        else:
-            self._pool.shutdown(wait=True)
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
 
