@@ -197,9 +197,11 @@ class LocalBackend:
         return IndexInfo(index, len(loaded.ids), loaded.meta, str(loaded.folder))
 
     def delete(self, index: str) -> None:
-        folder = self.load(index).folder
+        """Delete the index with every version folder, the ones kept for rollback included."""
+        versions, _ = self.versions(index)
         self._link(index).unlink()
-        shutil.rmtree(folder, ignore_errors=True)
+        for version in versions:
+            shutil.rmtree(self.data_dir / version, ignore_errors=True)
         self._loaded.pop(index, None)
 
     def hashes(self, index: str) -> dict[str, str]:

@@ -170,10 +170,19 @@ class OpenSearchBackend:
         return IndexInfo(index, self.count(index), self.meta(index), f"{self.location}/{index}")
 
     def delete(self, index: str) -> None:
-        """Delete the index and every version behind its alias."""
+        """Delete the index: every version behind its alias, the ones kept for rollback included."""
         with self._errors(index):
-            concrete = list(self.client.indices.get(index=index))
-            self.client.indices.delete(index=",".join(concrete))
+            targets = set(self._numbered_versions(index))
+            if self.client.indices.exists(index=index):
+                targets |= set(self.client.indices.get(index=index))
+            if not targets:
+                raise IndexNotFoundError(index, self.location)
+            self.client.indices.delete(index=",".join(sorted(targets)))
+
+    def _numbered_versions(self, index: str) -> list[str]:
+        found = self.client.indices.get(index=f"{index}_v*", expand_wildcards="open")
+        numbered = [name for name in found if name.removeprefix(f"{index}_v").isdigit()]
+        return sorted(numbered, key=lambda name: int(name.removeprefix(f"{index}_v")))
 
     def hashes(self, index: str) -> dict[str, str]:
         with self._errors(index):
@@ -211,11 +220,10 @@ class OpenSearchBackend:
         """The ``INDEX_vN`` indexes, oldest first, and the one the alias ``INDEX`` points at."""
         with self._errors(index):
             current = list(self.client.indices.get_alias(name=index))
-            found = self.client.indices.get(index=f"{index}_v*", expand_wildcards="open")
+            versions = self._numbered_versions(index)
         if len(current) != 1:
             raise HybridError(f"{index!r} is not an alias of exactly one index: {sorted(current)}")
-        numbered = [name for name in found if name.removeprefix(f"{index}_v").isdigit()]
-        return sorted(numbered, key=lambda name: int(name.removeprefix(f"{index}_v"))), current[0]
+        return versions, current[0]
 
     def new_version(self, index: str, meta: IndexMeta) -> tuple[str, OpenSearchWriter]:
         existing, _ = self.versions(index)
