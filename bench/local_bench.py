@@ -15,49 +15,19 @@ import argparse
 import json
 import os
 import re
-import statistics
 import tempfile
 import time
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import numpy as np  # noqa: E402
+from common import PrecomputedQueries, latency  # noqa: E402
 
 from hybrid.backends.local import LocalBackend  # noqa: E402
 from hybrid.embed import Embedder  # noqa: E402
 from hybrid.ingest import ingest, ingest_documents  # noqa: E402
-from hybrid.searcher import MODES, Searcher  # noqa: E402
+from hybrid.searcher import Searcher  # noqa: E402
 from hybrid.sources import Document, read_documents  # noqa: E402
-
-
-class PrecomputedQueries(Embedder):
-    """The real model's query vectors, computed before timing, so latency excludes encoding."""
-
-    def __init__(self, embedder: Embedder, queries: list[str]) -> None:
-        super().__init__(embedder.name)
-        self._vectors = dict(zip(queries, embedder.encode(queries)))
-
-    def encode_query(self, query: str) -> np.ndarray:
-        return self._vectors[query]
-
-
-def percentiles(samples: list[float]) -> dict[str, float]:
-    ms = sorted(s * 1000 for s in samples)
-    return {"p50_ms": round(statistics.median(ms), 2), "p95_ms": round(ms[int(0.95 * (len(ms) - 1))], 2)}
-
-
-def latency(searcher: Searcher, queries: list[str]) -> dict[str, dict[str, float]]:
-    results = {}
-    for mode in MODES:
-        searcher.search(queries[0], mode=mode)  # warm caches
-        samples = []
-        for query in queries:
-            started = time.perf_counter()
-            searcher.search(query, k=10, mode=mode)
-            samples.append(time.perf_counter() - started)
-        results[mode] = percentiles(samples)
-    return results
 
 
 def passages(data: Path, size: int) -> list[Document]:

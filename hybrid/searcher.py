@@ -148,17 +148,18 @@ class Searcher:
         if k < 1 or offset < 0:
             raise ValueError("k must be positive and offset not negative")
         legs = self.retrieve(query, mode, settings.window, filters)
-        sources = {hit.id: hit.source for hits in legs.values() for hit in hits}
         fused = rrf({leg: [(hit.id, hit.score) for hit in hits] for leg, hits in legs.items()},
                     weights={leg: w for leg, w in settings.weights.items() if leg in legs},
                     rank_constant=settings.rank_constant)
+        page = fused[offset : offset + k]
+        sources = self.backend.sources(self.index, [item.id for item in page])
         return [
             Hit(
                 id=item.id,
                 score=item.score if mode == "hybrid" else item.legs[mode].score,  # type: ignore[union-attr]
                 bm25=item.legs.get("bm25"),
                 vector=item.legs.get("vector"),
-                source=sources[item.id],
+                source=sources.get(item.id, {}),
             )
-            for item in fused[offset : offset + k]
+            for item in page
         ]

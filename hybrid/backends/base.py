@@ -67,11 +67,10 @@ class StoredDocument:
 
 @dataclass(frozen=True)
 class LegHit:
-    """One hit of one retrieval leg: the leg's raw score and the document's fields."""
+    """One hit of one retrieval leg: a document id and the leg's raw score."""
 
     id: str
     score: float
-    source: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -150,7 +149,12 @@ class Backend(Protocol):
         ...
 
     def retrieve(self, index: str, query: LegQuery) -> dict[str, list[LegHit]]:
-        """Run the requested legs, best first, keyed "bm25" and "vector"."""
+        """Run the requested legs, best first, keyed "bm25" and "vector" (ids and scores only: fetching
+        every candidate's fields would cost more than the search itself)."""
+        ...
+
+    def sources(self, index: str, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """The fields of the given documents (those still in the index)."""
         ...
 
     def documents(self, index: str) -> Iterator[tuple[str, dict[str, Any]]]:

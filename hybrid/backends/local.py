@@ -136,7 +136,11 @@ class LocalIndex:
         if len(candidates) > k:
             candidates = candidates[np.argpartition(-scores[candidates], k - 1)[:k]]
         best = candidates[np.lexsort((candidates, -scores[candidates]))]
-        return [LegHit(self.ids[row], float(scores[row]), self.fields[row]) for row in best]
+        return [LegHit(self.ids[row], float(scores[row])) for row in best]
+
+    @cached_property
+    def rows(self) -> dict[str, int]:
+        return {doc_id: row for row, doc_id in enumerate(self.ids)}
 
 
 def _flatten(fields: dict[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
@@ -210,6 +214,10 @@ class LocalBackend:
 
     def writer(self, index: str, meta: IndexMeta) -> LocalWriter:
         return LocalWriter(self, index, meta)
+
+    def sources(self, index: str, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        loaded = self.load(index)
+        return {doc_id: loaded.fields[loaded.rows[doc_id]] for doc_id in ids if doc_id in loaded.rows}
 
     def documents(self, index: str) -> Iterator[tuple[str, dict[str, Any]]]:
         loaded = self.load(index)

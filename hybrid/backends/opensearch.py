@@ -242,18 +242,17 @@ class OpenSearchBackend:
     def retrieve(self, index: str, query: LegQuery) -> dict[str, list[LegHit]]:
         """Both legs in one ``_msearch`` round trip, each with the filters applied before ranking."""
         filters = filter_clauses(query.filters)
-        source = {"excludes": INTERNAL_FIELDS}
         bodies: dict[str, dict[str, Any]] = {}
         if query.text is not None:
             bodies["bm25"] = {
-                "size": query.k, "_source": source,
+                "size": query.k, "_source": False,
                 "query": {"bool": {"must": {"match": {TEXT_FIELD: query.text}}, "filter": filters}},
             }
         if query.vector is not None:
             knn: dict[str, Any] = {"vector": query.vector.astype(np.float32).tolist(), "k": query.k}
             if filters:
                 knn["filter"] = {"bool": {"filter": filters}}
-            bodies["vector"] = {"size": query.k, "_source": source, "query": {"knn": {VECTOR_FIELD: knn}}}
+            bodies["vector"] = {"size": query.k, "_source": False, "query": {"knn": {VECTOR_FIELD: knn}}}
         lines: list[dict[str, Any]] = []
         for body in bodies.values():
             lines += [{"index": index}, body]
@@ -267,8 +266,17 @@ class OpenSearchBackend:
                     raise IndexNotFoundError(index, self.location)
                 raise HybridError(f"OpenSearch {leg} query failed: {error.get('reason', error)}")
             convert = inner_product if leg == "vector" else float
-            legs[leg] = [LegHit(h["_id"], convert(h["_score"]), h["_source"]) for h in response["hits"]["hits"]]
+            legs[leg] = [LegHit(h["_id"], convert(h["_score"])) for h in response["hits"]["hits"]]
         return legs
+
+    def sources(self, index: str, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """One ``_mget`` for the documents of a page (not for every candidate of every leg)."""
+        if not ids:
+            return {}
+        with self._errors(index):
+            response = self._with_retries(lambda: self.client.mget(
+                index=index, body={"ids": list(ids)}, params={"_source_excludes": ",".join(INTERNAL_FIELDS)}))
+        return {doc["_id"]: doc["_source"] for doc in response["docs"] if doc.get("found")}
 
 
 class OpenSearchWriter(IndexWriter):
