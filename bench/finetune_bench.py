@@ -3,7 +3,7 @@
 Trains on qrels/train.tsv only (a dev share of those queries gates the model); the test judgments are
 used for the final figures and nothing else. Then repeats without labels (pairs made from the corpus).
 
-    python bench/finetune_bench.py [--epochs 2] [--unlabelled-steps 150]
+    python bench/finetune_bench.py [--epochs 2] [--unlabelled-steps 40] [--skip-labelled | --skip-unlabelled]
 
 Prints vector-only and hybrid nDCG@10 / Recall@100 on SciFact test, base vs fine-tuned, and the time
 each fine-tune took (target: under 30 minutes on 2 cores for the labelled run).
@@ -40,7 +40,8 @@ def main() -> None:
     parser.add_argument("--models", type=Path, default=Path.home() / ".cache" / "hybrid" / "bench-models")
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--learning-rate", type=float, default=3e-5)
-    parser.add_argument("--unlabelled-steps", type=int, default=150)
+    parser.add_argument("--unlabelled-steps", type=int, default=40)
+    parser.add_argument("--skip-labelled", action="store_true")
     parser.add_argument("--skip-unlabelled", action="store_true")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "finetune.json")
     args = parser.parse_args()
@@ -50,9 +51,11 @@ def main() -> None:
     train, test = load_qrels(folder / "qrels" / "train.tsv"), load_qrels(folder / "qrels" / "test.tsv")
     assert not set(train) & set(test), "train and test queries overlap"
     results: dict = {}
-    runs = [("labelled", {"queries": queries, "qrels": train, "epochs": args.epochs})]
+    runs = []
+    if not args.skip_labelled:
+        runs.append(("labelled", {"queries": queries, "qrels": train, "epochs": args.epochs}))
     if not args.skip_unlabelled:
-        runs.append(("unlabelled", {"epochs": 1, "max_steps": args.unlabelled_steps}))
+        runs.append(("unlabelled", {"epochs": 1, "max_steps": args.unlabelled_steps, "dev_share": 0.1}))
     work = args.models / "work"  # the base model's index of the corpus is kept and reused between runs
     for name, options in runs:
         report = finetune(documents, args.models / f"scifact-{name}", work_dir=work,
@@ -65,7 +68,7 @@ def main() -> None:
         }
         print(json.dumps({name: results[name]}, indent=2), flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2))
+    args.out.with_name(f"{args.out.stem}-{'-'.join(results)}.json").write_text(json.dumps(results, indent=2))
 
 
 if __name__ == "__main__":

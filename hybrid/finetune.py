@@ -38,6 +38,8 @@ from .sources import Document
 
 REPORT_FILE = "hybrid-finetune.json"
 GATE_METRICS = ("ndcg@10", "recall@100")
+EVALUATOR_QUERIES = 300
+"""Dev queries in the per-epoch check (the final before/after figures use every dev query)."""
 NEAR_DUPLICATE = 0.95
 """Cosine above which a mined candidate counts as a copy of a positive, not as a negative."""
 
@@ -257,7 +259,8 @@ def _dev_evaluator(dev: Sequence[Pair], base_searcher: Searcher, qrels: Qrels | 
     candidates, so an epoch's evaluation costs seconds, not a re-embedding of the whole corpus."""
     from sentence_transformers.sentence_transformer.evaluation import InformationRetrievalEvaluator
 
-    queries = {p.query_id: p.query for p in dev}
+    queries = dict(list({p.query_id: p.query for p in dev}.items())[:EVALUATOR_QUERIES])
+    dev = [p for p in dev if p.query_id in queries]
     relevant: dict[str, set[str]] = {}
     corpus: dict[str, str] = {}
     for pair in dev:
