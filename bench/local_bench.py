@@ -66,17 +66,21 @@ def main() -> None:
         embedder.model.encode([d.text for d in docs], batch_size=32, normalize_embeddings=True)
         encode_s = time.perf_counter() - started
         corpus = args.data / "scifact" / "corpus.jsonl"
-        first = ingest(corpus, "scifact", backend, embedder, progress=False)
-        again = ingest(corpus, "scifact", backend, embedder, progress=False)
+        started = time.perf_counter()  # whole ingests: reading and hashing the source included
+        ingest(corpus, "scifact", backend, embedder, progress=False)
+        ingest_s = time.perf_counter() - started
+        started = time.perf_counter()
+        ingest(corpus, "scifact", backend, embedder, progress=False)
+        reingest_s = time.perf_counter() - started
         started = time.perf_counter()
         Searcher("scifact", backend=LocalBackend(folder), embedder=embedder)
         load_s = time.perf_counter() - started
         report["ingest"] = {
             "encode_docs_per_s": round(len(docs) / encode_s, 2),
-            "ingest_docs_per_s": round(len(docs) / first.seconds, 2),
-            "ratio": round(encode_s / first.seconds, 3),
-            "reingest_s": round(again.seconds, 3),
-            "reingest_share": round(again.seconds / first.seconds, 4),
+            "ingest_docs_per_s": round(len(docs) / ingest_s, 2),
+            "ratio": round(encode_s / ingest_s, 3),
+            "reingest_s": round(reingest_s, 3),
+            "reingest_share": round(reingest_s / ingest_s, 4),
             "load_index_s": round(load_s, 3),
         }
         print(json.dumps(report["ingest"]), flush=True)
