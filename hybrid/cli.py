@@ -35,6 +35,11 @@ class HybridGroup(click.Group):
             raise click.ClickException(str(error)) from error
 
 
+def comma_list(value: str) -> list[str]:
+    """``"title, text"`` -> ``["title", "text"]``: the form of every list-valued option."""
+    return [item.strip() for item in value.split(",") if item.strip()]
+
+
 def backend_options(command: Callable[..., Any]) -> Callable[..., Any]:
     """Add the options that choose a backend, and pass the opened backend as ``backend``."""
 
@@ -83,8 +88,7 @@ def ingest_command(backend: Backend, source: str, index: str, id_field: str | No
     """Embed the documents of SOURCE (JSONL, CSV or a folder of .txt/.md) and upsert them into an index.
 
     Re-running it is safe: documents are upserted by id and unchanged ones are not embedded again."""
-    fields = [name.strip() for name in text_fields.split(",") if name.strip()]
-    report = ingest(source, index, backend, Embedder(model), id_field=id_field, text_fields=fields,
+    report = ingest(source, index, backend, Embedder(model), id_field=id_field, text_fields=comma_list(text_fields),
                     batch_size=batch_size, progress=not quiet)
     console.print(
         f"{index}: read {report.read}, embedded {report.embedded}, unchanged {report.unchanged}; "
@@ -201,11 +205,11 @@ def eval_command(backend: Backend, index: str | None, queries: str | None, qrels
                  plot_path: str | None, as_json: bool, settings_path: str | None) -> None:
     """Score BM25, vector and hybrid retrieval against relevance judgments."""
     index, queries, qrels = beir_inputs(beir, index, queries, qrels, split, backend)
-    mode_list = [m.strip() for m in modes.split(",") if m.strip()]
+    mode_list = comma_list(modes)
     if unknown := set(mode_list) - set(MODES):
         raise click.BadParameter(f"unknown modes {sorted(unknown)}; choose from {', '.join(MODES)}",
                                  param_hint="--modes")
-    metric_list = [m.strip() for m in metrics.split(",") if m.strip()]
+    metric_list = comma_list(metrics)
     judged, all_queries = ev.load_qrels(qrels), ev.load_queries(queries)
     settings = SearchSettings.load(settings_path) if settings_path else None
     searcher = Searcher(index, backend, settings=settings)
@@ -280,7 +284,7 @@ def finetune_command(corpus: str, queries: str | None, qrels: str | None, output
 
     if bool(queries) != bool(qrels):
         raise click.UsageError("--queries and --qrels go together (or leave both out to train without labels)")
-    documents = read_documents(corpus, id_field=id_field, text_fields=[f for f in text_fields.split(",") if f])
+    documents = read_documents(corpus, id_field=id_field, text_fields=comma_list(text_fields))
     report = finetune(documents, output, base_model=base_model,
                       queries=ev.load_queries(queries) if queries else None,
                       qrels=ev.load_qrels(qrels) if qrels else None, epochs=epochs, batch_size=batch_size,

@@ -98,7 +98,7 @@ def mine_negatives(pairs: Sequence[Pair], searcher: Searcher, depth: int = 30, s
     if not isinstance(searcher.backend, LocalBackend):
         raise TypeError("mining needs a searcher over a local index")
     index = searcher.backend.load(searcher.index)
-    row = {doc_id: number for number, doc_id in enumerate(index.ids)}
+    row = index.rows
     positives: dict[str, set[str]] = {}
     for pair in pairs:
         positives.setdefault(pair.query_id, set()).add(pair.doc_id)
