@@ -1,9 +1,13 @@
 """Issue #5 figures: fine-tune all-MiniLM-L6-v2 on SciFact and score it on the test queries.
 
-Trains on qrels/train.tsv only (a dev share of those queries gates the model); the test judgments are
-used for the final figures and nothing else. Then repeats without labels (pairs made from the corpus).
+Three runs; the test judgments are used for the final figures and nothing else.
+- labelled: trains on qrels/train.tsv (a dev share of those queries gates the model);
+- corpus: no labels, pairs made from the corpus; the train judgments only judge the model (--dev-qrels),
+  as a user's few judged queries would;
+- query-log: the texts of 80 % of the train queries without their judgments (as a query log would
+  give them), each paired with its top hybrid hit; the other 20 % of the train judgments judge it.
 
-    python bench/finetune_bench.py [--epochs 2] [--unlabelled-steps 40] [--skip-labelled | --skip-unlabelled]
+    python bench/finetune_bench.py [--runs labelled,corpus,query-log] [--epochs 2] [--corpus-steps 30]
 
 Prints vector-only and hybrid nDCG@10 / Recall@100 on SciFact test, base vs fine-tuned, and the time
 each fine-tune took (target: under 30 minutes on 2 cores for the labelled run).
@@ -14,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -40,9 +45,9 @@ def main() -> None:
     parser.add_argument("--models", type=Path, default=Path.home() / ".cache" / "hybrid" / "bench-models")
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--learning-rate", type=float, default=3e-5)
-    parser.add_argument("--unlabelled-steps", type=int, default=40)
-    parser.add_argument("--skip-labelled", action="store_true")
-    parser.add_argument("--skip-unlabelled", action="store_true")
+    parser.add_argument("--corpus-steps", type=int, default=30)
+    parser.add_argument("--corpus-learning-rate", type=float, default=2e-5)
+    parser.add_argument("--runs", default="labelled,corpus,query-log")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "finetune.json")
     args = parser.parse_args()
     folder = args.data / "scifact"
@@ -51,15 +56,20 @@ def main() -> None:
     train, test = load_qrels(folder / "qrels" / "train.tsv"), load_qrels(folder / "qrels" / "test.tsv")
     assert not set(train) & set(test), "train and test queries overlap"
     results: dict = {}
-    runs = []
-    if not args.skip_labelled:
-        runs.append(("labelled", {"queries": queries, "qrels": train, "epochs": args.epochs}))
-    if not args.skip_unlabelled:
-        runs.append(("unlabelled", {"epochs": 1, "max_steps": args.unlabelled_steps, "dev_share": 0.1}))
+    held_out = sorted(train)
+    random.Random(13).shuffle(held_out)
+    log_dev = {q: train[q] for q in held_out[: len(held_out) // 5]}
+    runs = {
+        "labelled": {"queries": queries, "qrels": train, "epochs": args.epochs, "learning_rate": args.learning_rate},
+        "corpus": {"queries": queries, "dev_qrels": train, "epochs": 1, "max_steps": args.corpus_steps,
+                   "learning_rate": args.corpus_learning_rate},
+        "query-log": {"queries": queries, "log_queries": {q: queries[q] for q in train}, "dev_qrels": log_dev,
+                      "epochs": args.epochs, "learning_rate": args.learning_rate},
+    }
     work = args.models / "work"  # the base model's index of the corpus is kept and reused between runs
-    for name, options in runs:
-        report = finetune(documents, args.models / f"scifact-{name}", work_dir=work,
-                          learning_rate=args.learning_rate, **options)
+    for name in args.runs.split(","):
+        options = runs[name]
+        report = finetune(documents, args.models / f"scifact-{name}", work_dir=work, **options)
         results[name] = {
             "minutes": round(report.seconds / 60, 1), "train_pairs": report.train_pairs,
             "dev": {"before": report.before, "after": report.after, "promote": report.promote},

@@ -261,9 +261,15 @@ def tune_command(backend: Backend, index: str | None, queries: str | None, qrels
 
 @cli.command("finetune")
 @click.option("--corpus", required=True, type=click.Path(exists=True), help="Documents to adapt the model to.")
-@click.option("--queries", type=click.Path(exists=True, dir_okay=False), help="BEIR queries.jsonl (with --qrels).")
+@click.option("--queries", type=click.Path(exists=True, dir_okay=False),
+              help="BEIR queries.jsonl (with --qrels and/or --dev-qrels).")
 @click.option("--qrels", type=click.Path(exists=True, dir_okay=False),
-              help="Training judgments; without them, pairs are made from the corpus itself.")
+              help="Training judgments; without them, pairs come from --log-queries or from the corpus itself.")
+@click.option("--dev-qrels", type=click.Path(exists=True, dir_okay=False),
+              help="Judgments that only judge the model (never trained on), instead of --dev-share.")
+@click.option("--log-queries", type=click.Path(exists=True, dir_okay=False),
+              help="Queries without judgments (e.g. a query log, as queries.jsonl) to train on instead of the "
+                   "corpus: each is paired with its top hybrid hit under the base model.")
 @click.option("--output", required=True, type=click.Path(file_okay=False), help="Folder for the new model.")
 @click.option("--base-model", default=DEFAULT_MODEL, show_default=True)
 @click.option("--epochs", default=1, show_default=True, type=click.IntRange(min=1))
@@ -275,20 +281,24 @@ def tune_command(backend: Backend, index: str | None, queries: str | None, qrels
 @click.option("--id-field", default=None)
 @click.option("--text-fields", default="title,text", show_default=True)
 @click.option("--json", "as_json", is_flag=True)
-def finetune_command(corpus: str, queries: str | None, qrels: str | None, output: str, base_model: str,
-                     epochs: int, batch_size: int, learning_rate: float, dev_share: float, max_steps: int,
-                     id_field: str | None, text_fields: str, as_json: bool) -> None:
+def finetune_command(corpus: str, queries: str | None, qrels: str | None, dev_qrels: str | None,
+                     log_queries: str | None, output: str, base_model: str, epochs: int, batch_size: int,
+                     learning_rate: float, dev_share: float, max_steps: int, id_field: str | None, text_fields: str,
+                     as_json: bool) -> None:
     """Adapt the embedding model to your corpus and show, on held-out queries, whether it helped."""
     from .finetune import finetune
     from .sources import read_documents
 
-    if bool(queries) != bool(qrels):
-        raise click.UsageError("--queries and --qrels go together (or leave both out to train without labels)")
+    if bool(queries) != bool(qrels or dev_qrels):
+        raise click.UsageError("--queries goes with --qrels and/or --dev-qrels (leave all out to train without labels)")
     documents = read_documents(corpus, id_field=id_field, text_fields=comma_list(text_fields))
     report = finetune(documents, output, base_model=base_model,
                       queries=ev.load_queries(queries) if queries else None,
-                      qrels=ev.load_qrels(qrels) if qrels else None, epochs=epochs, batch_size=batch_size,
-                      learning_rate=learning_rate, dev_share=dev_share, max_steps=max_steps, progress=not as_json)
+                      qrels=ev.load_qrels(qrels) if qrels else None,
+                      dev_qrels=ev.load_qrels(dev_qrels) if dev_qrels else None,
+                      log_queries=ev.load_queries(log_queries) if log_queries else None, epochs=epochs,
+                      batch_size=batch_size, learning_rate=learning_rate, dev_share=dev_share, max_steps=max_steps,
+                      progress=not as_json)
     if as_json:
         click.echo(json.dumps(asdict(report), indent=2))
         return
@@ -297,8 +307,8 @@ def finetune_command(corpus: str, queries: str | None, qrels: str | None, output
         for name, figures in (("base model", report.before), ("fine-tuned", report.after)):
             table.add_row(name, *(f"{figures[mode][metric]:.4f}" for mode in figures for metric in figures[mode]))
         console.print(table)
-    console.print(f"{report.dev_queries} dev queries, {report.train_pairs} training pairs "
-                  f"({'judged' if report.labelled else 'made from the corpus'}), {report.seconds:.0f} s")
+    console.print(f"{report.dev_queries} dev queries ({'judged' if report.dev_judged else 'pseudo-queries'}), "
+                  f"{report.train_pairs} training pairs (from {report.settings['pairs']}), {report.seconds:.0f} s")
     console.print(f"[bold {'green' if report.promote else 'red'}]{report.verdict}[/]")
     console.print(f"model saved in {report.model}" + (f"; switch an index to it with `hybrid reindex --index NAME "
                                                       f"--model {report.model}`" if report.promote else ""))

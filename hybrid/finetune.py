@@ -4,9 +4,10 @@ With judgments, training pairs are (query, judged document); without, they come 
 itself: title -> body, and inverse-cloze pairs (one sentence -> the rest of its passage). Each pair
 gets a hard negative mined with the project's own hybrid retrieval under the base model (judged
 positives and near-duplicates of them excluded). Training is sentence-transformers' trainer with
-MultipleNegativesRankingLoss; a dev share of the queries is held out, evaluated every epoch (best
-checkpoint kept), and scored before and after on the whole corpus. The model is marked for promotion
-only when it beats the base model there.
+MultipleNegativesRankingLoss; a dev share of the queries is held out (or separate dev judgments are
+given), evaluated every epoch (best checkpoint kept), and scored before and after on the whole corpus.
+The model is marked for promotion only when it beats the base model there, on judged queries: a dev
+share of pseudo-queries rewards the training task itself (on SciFact it rose while real queries fell).
 """
 
 from __future__ import annotations
@@ -88,33 +89,60 @@ def split_by_query(pairs: Sequence[Pair], dev_share: float, seed: int = 13) -> t
     return [p for p in pairs if p.query_id not in dev_ids], [p for p in pairs if p.query_id in dev_ids]
 
 
-def mine_negatives(pairs: Sequence[Pair], searcher: Searcher, depth: int = 30, seed: int = 13) -> list[str]:
+def _fused_ids(searcher: Searcher, queries: Sequence[str], depth: int) -> list[list[str]]:
+    """Each query's top ``depth`` hybrid ids (BM25 and vector legs fused by RRF), queries encoded at once."""
+    fused = []
+    for query, vector in zip(queries, searcher.embedder.encode(list(queries))):
+        legs = searcher.retrieve(query, window=depth, query_vector=vector)
+        fused.append([hit.id for hit in rrf({leg: [(h.id, h.score) for h in hits] for leg, hits in legs.items()})])
+    return fused
+
+
+def _local_index(searcher: Searcher) -> Any:
+    if not isinstance(searcher.backend, LocalBackend):
+        raise TypeError("mining needs a searcher over a local index")
+    return searcher.backend.load(searcher.index)
+
+
+def retrieval_pairs(queries: Mapping[str, str], searcher: Searcher) -> list[Pair]:
+    """Queries without judgments (a query log): each paired with its top hybrid hit under the base model.
+
+    The hybrid ranks better than the vector leg alone, so the model learns what BM25 adds; the
+    positives are guesses (on SciFact the top hit is relevant for 57 % of the train queries).
+    """
+    index = _local_index(searcher)
+    return [Pair(query_id, query, ids[0], index.text(index.rows[ids[0]]))
+            for (query_id, query), ids in zip(queries.items(), _fused_ids(searcher, list(queries.values()), 1))
+            if ids]
+
+
+def mine_negatives(pairs: Sequence[Pair], searcher: Searcher, depth: int = 30, skip: int = 0,
+                   seed: int = 13) -> list[str]:
     """One hard negative per pair, drawn from the query's top hybrid hits under the base model.
 
     ``searcher`` must search a local index (its vectors spot near-duplicates). Judged positives of
     the query and candidates nearly identical to one of them (cosine >= 0.95: often the same text
-    twice in a corpus) are skipped; a pair with no candidate left gets a random document.
+    twice in a corpus) are skipped, and so are the first ``skip`` candidates where more remain (when
+    positives are guesses, the next hits may be relevant too); a pair with no candidate left gets a
+    random document.
     """
-    if not isinstance(searcher.backend, LocalBackend):
-        raise TypeError("mining needs a searcher over a local index")
-    index = searcher.backend.load(searcher.index)
+    index = _local_index(searcher)
     row = index.rows
     positives: dict[str, set[str]] = {}
     for pair in pairs:
         positives.setdefault(pair.query_id, set()).add(pair.doc_id)
     rng = random.Random(seed)
     negatives = []
-    for pair, vector in zip(pairs, searcher.embedder.encode([p.query for p in pairs])):
-        legs = searcher.retrieve(pair.query, window=depth, query_vector=vector)
+    for pair, fused in zip(pairs, _fused_ids(searcher, [p.query for p in pairs], depth)):
         own = np.stack([index.vectors[row[d]] for d in positives[pair.query_id] if d in row] or
                        [np.zeros(index.vectors.shape[1], dtype=np.float32)])
-        fused = rrf({leg: [(h.id, h.score) for h in hits] for leg, hits in legs.items()})
-        candidates = [
-            hit.id for hit in fused
-            if hit.id not in positives[pair.query_id]
-            and float(np.max(own @ index.vectors[row[hit.id]])) < NEAR_DUPLICATE
+        allowed = [
+            doc_id for doc_id in fused
+            if doc_id not in positives[pair.query_id]
+            and float(np.max(own @ index.vectors[row[doc_id]])) < NEAR_DUPLICATE
         ]
-        chosen = rng.choice(candidates[:10]) if candidates else rng.choice(index.ids)
+        candidates = allowed[skip:skip + 10] or allowed[-10:]
+        chosen = rng.choice(candidates) if candidates else rng.choice(index.ids)
         negatives.append(index.text(row[chosen]))
     return negatives
 
@@ -133,6 +161,7 @@ class FinetuneReport:
     promote: bool
     verdict: str
     seconds: float
+    dev_judged: bool = True
     settings: dict[str, Any] = field(default_factory=dict)
 
     def save(self, folder: str | Path) -> Path:
@@ -146,22 +175,50 @@ class FinetuneReport:
         return cls(**json.loads(path.read_text())) if path.exists() else None
 
 
-def evaluate_dev(searcher: Searcher, pairs: Sequence[Pair], qrels: Qrels | None) -> dict[str, dict[str, float]]:
+def evaluate_dev(searcher: Searcher, pairs: Sequence[Pair], judgments: Qrels) -> dict[str, dict[str, float]]:
     """Vector-only and hybrid figures for the dev queries over the whole corpus."""
     queries = {p.query_id: p.query for p in pairs}
-    judged = {q: qrels[q] for q in queries} if qrels else {p.query_id: {p.doc_id: 1} for p in pairs}
-    return evaluate_modes(searcher, queries, judged, modes=("vector", "hybrid"), metrics=GATE_METRICS,
-                          progress=False)[0]
+    return evaluate_modes(searcher, queries, {q: judgments[q] for q in queries}, modes=("vector", "hybrid"),
+                          metrics=GATE_METRICS, progress=False)[0]
 
 
-def gate(before: Mapping[str, Mapping[str, float]], after: Mapping[str, Mapping[str, float]]) -> tuple[bool, str]:
-    """Promote only a model that beats the base on vector nDCG@10 without losing hybrid nDCG@10."""
+def gate(before: Mapping[str, Mapping[str, float]], after: Mapping[str, Mapping[str, float]],
+         judged: bool = True) -> tuple[bool, str]:
+    """Promote only a model that beats the base on vector nDCG@10 without losing hybrid nDCG@10,
+    measured on judged queries."""
     vector = after["vector"]["ndcg@10"] - before["vector"]["ndcg@10"]
     hybrid = after["hybrid"]["ndcg@10"] - before["hybrid"]["ndcg@10"]
-    if vector > 0 and hybrid >= 0:
-        return True, f"better: vector nDCG@10 {vector:+.4f}, hybrid {hybrid:+.4f} on the dev share"
-    return False, (f"NOT better than the base model (vector nDCG@10 {vector:+.4f}, hybrid {hybrid:+.4f} on the dev "
-                   "share): keep the base model; this one is not marked for promotion")
+    change = f"vector nDCG@10 {vector:+.4f}, hybrid {hybrid:+.4f} on the dev queries"
+    if not (vector > 0 and hybrid >= 0):
+        return False, (f"NOT better than the base model ({change}): keep the base model; this one is not marked "
+                       "for promotion")
+    if not judged:
+        return False, (f"NOT proven: {change}, but these are pseudo-queries made from the corpus, which reward the "
+                       "training task itself; judge a few dozen real queries and pass them with --dev-qrels to "
+                       "prove a gain. Not marked for promotion")
+    return True, f"better: {change}"
+
+
+def check_dev_judgments(queries: Mapping[str, str] | None, qrels: Qrels | None, dev_qrels: Qrels | None) -> None:
+    """Refuse, before any work, dev judgments without query texts or shared with the training ones."""
+    if not dev_qrels:
+        return
+    if not queries:
+        raise ValueError("dev judgments need the text of their queries")
+    shared = set(dev_qrels) & set(qrels or {})
+    if shared:
+        raise ValueError(f"{len(shared)} queries are in both the training and the dev judgments "
+                         f"(e.g. {sorted(shared)[0]}): a model must not be judged on what it was trained on")
+
+
+def dev_split(pairs: list[Pair], queries: Mapping[str, str] | None, dev_qrels: Qrels | None, judged: Qrels | None,
+              documents: Mapping[str, Document], dev_share: float, seed: int) -> tuple[list[Pair], list[Pair], Qrels]:
+    """Training pairs, dev pairs and the dev judgments: ``dev_qrels`` (never trained on), or a held-out
+    share of the training queries, judged by ``judged`` (else each judges only its own positive)."""
+    if dev_qrels and queries:
+        return pairs, labelled_pairs(queries, dev_qrels, documents), dev_qrels
+    train, dev = split_by_query(pairs, dev_share, seed)
+    return train, dev, judged if judged else {p.query_id: {p.doc_id: 1} for p in dev}
 
 
 def finetune(
@@ -170,6 +227,8 @@ def finetune(
     base_model: str = DEFAULT_MODEL,
     queries: Mapping[str, str] | None = None,
     qrels: Qrels | None = None,
+    dev_qrels: Qrels | None = None,
+    log_queries: Mapping[str, str] | None = None,
     epochs: int = 1,
     batch_size: int = 32,
     learning_rate: float = 3e-5,
@@ -181,36 +240,47 @@ def finetune(
 ) -> FinetuneReport:
     """Fine-tune ``base_model`` on ``documents`` (and judgments, if given); save it and its report in ``output``.
 
+    Training pairs come from ``queries`` + ``qrels`` when given, else from ``log_queries`` (queries
+    without judgments, see ``retrieval_pairs``), else from the corpus itself. ``dev_qrels`` (texts in
+    ``queries``) judge the model instead of a ``dev_share`` of the training queries; without labels
+    for training they are what can prove a gain.
+
     ``work_dir`` keeps the "before" and "after" local indexes (a temporary folder by default); reusing
     it skips re-embedding the corpus with the base model, which is unchanged.
     """
     started = time.perf_counter()
     labelled = bool(queries and qrels)
+    check_dev_judgments(queries, qrels, dev_qrels)
     by_id = {d.id: d for d in documents}
-    pairs = labelled_pairs(queries, qrels, by_id) if queries and qrels else pseudo_pairs(documents, seed)
-    if not pairs:
-        raise ValueError("no training pairs: no judged query matches the corpus, and no titles or passages to use")
-    train, dev = split_by_query(pairs, dev_share, seed)
+    judged = labelled or bool(dev_qrels)
+    log = {} if labelled else {q: text for q, text in (log_queries or {}).items() if q not in (dev_qrels or {})}
+    pairs = labelled_pairs(queries, qrels, by_id) if labelled else [] if log else pseudo_pairs(documents, seed)
+    if not (pairs or log):
+        raise ValueError("no training pairs: no judged query matches the corpus, and no queries, titles or passages "
+                         "to use")
     with tempfile.TemporaryDirectory() as scratch:
         backend = LocalBackend(Path(work_dir or scratch) / "indexes")
         base = Embedder(base_model)
         ingest_documents(documents, "before", backend, base, progress=progress)
         before_searcher = Searcher("before", backend, embedder=base)
-        before = evaluate_dev(before_searcher, dev, qrels) if dev else {}
-        negatives = mine_negatives(train, before_searcher, seed=seed)
-        model_path = _train(base_model, train, negatives, dev, before_searcher, qrels, Path(output), epochs,
+        pairs = pairs or retrieval_pairs(log, before_searcher)
+        train, dev, judgments = dev_split(pairs, queries, dev_qrels, qrels, by_id, dev_share, seed)
+        before = evaluate_dev(before_searcher, dev, judgments) if dev else {}
+        negatives = mine_negatives(train, before_searcher, skip=10 if log else 0, seed=seed)
+        model_path = _train(base_model, train, negatives, dev, before_searcher, judgments, Path(output), epochs,
                             batch_size, learning_rate, max_steps, seed, progress)
         tuned = Embedder(str(model_path))
         if backend.exists("after"):  # left by an earlier run in the same work_dir, for another model
             backend.delete("after")
         ingest_documents(documents, "after", backend, tuned, progress=progress)
-        after = evaluate_dev(Searcher("after", backend, embedder=tuned), dev, qrels) if dev else {}
-    promote, verdict = gate(before, after) if dev else (False, "no dev share held out: nothing proves a gain")
+        after = evaluate_dev(Searcher("after", backend, embedder=tuned), dev, judgments) if dev else {}
+    promote, verdict = gate(before, after, judged) if dev else (False, "no dev queries: nothing proves a gain")
     report = FinetuneReport(
         base_model=base_model, model=str(model_path), labelled=labelled, train_pairs=len(train),
         dev_queries=len({p.query_id for p in dev}), before=before, after=after, promote=promote, verdict=verdict,
-        seconds=round(time.perf_counter() - started, 1),
-        settings={"epochs": epochs, "batch_size": batch_size, "learning_rate": learning_rate, "dev_share": dev_share,
+        seconds=round(time.perf_counter() - started, 1), dev_judged=judged,
+        settings={"pairs": "judged" if labelled else "log queries" if log else "corpus", "epochs": epochs,
+                  "batch_size": batch_size, "learning_rate": learning_rate, "dev_share": dev_share,
                   "max_steps": max_steps, "seed": seed},
     )
     report.save(model_path)
@@ -218,7 +288,7 @@ def finetune(
 
 
 def _train(base_model: str, train: Sequence[Pair], negatives: Sequence[str], dev: Sequence[Pair],
-           base_searcher: Searcher, qrels: Qrels | None, output: Path, epochs: int, batch_size: int,
+           base_searcher: Searcher, judgments: Qrels, output: Path, epochs: int, batch_size: int,
            learning_rate: float, max_steps: int, seed: int, progress: bool) -> Path:
     """sentence-transformers training with in-batch and mined negatives; the best dev epoch is kept."""
     from datasets import Dataset
@@ -232,7 +302,7 @@ def _train(base_model: str, train: Sequence[Pair], negatives: Sequence[str], dev
     model = SentenceTransformer(resolve_model_path(base_model))
     dataset = Dataset.from_dict({"anchor": [p.query for p in train], "positive": [p.positive for p in train],
                                  "negative": list(negatives)})
-    evaluator = _dev_evaluator(dev, base_searcher, qrels) if dev else None
+    evaluator = _dev_evaluator(dev, base_searcher, judgments) if dev else None
     checkpoints = output / "checkpoints"
     args = SentenceTransformerTrainingArguments(
         output_dir=str(checkpoints), num_train_epochs=epochs, max_steps=max_steps,
@@ -254,7 +324,7 @@ def _train(base_model: str, train: Sequence[Pair], negatives: Sequence[str], dev
     return output.resolve()
 
 
-def _dev_evaluator(dev: Sequence[Pair], base_searcher: Searcher, qrels: Qrels | None) -> Any:
+def _dev_evaluator(dev: Sequence[Pair], base_searcher: Searcher, judgments: Qrels) -> Any:
     """Per-epoch dev check on a small corpus: the dev positives plus each dev query's top base-model
     candidates, so an epoch's evaluation costs seconds, not a re-embedding of the whole corpus."""
     from sentence_transformers.sentence_transformer.evaluation import InformationRetrievalEvaluator
@@ -264,8 +334,7 @@ def _dev_evaluator(dev: Sequence[Pair], base_searcher: Searcher, qrels: Qrels | 
     relevant: dict[str, set[str]] = {}
     corpus: dict[str, str] = {}
     for pair in dev:
-        judged = qrels[pair.query_id] if qrels else {pair.doc_id: 1}
-        relevant[pair.query_id] = {d for d, r in judged.items() if r > 0}
+        relevant[pair.query_id] = {d for d, r in judgments[pair.query_id].items() if r > 0}
         corpus[pair.doc_id] = pair.positive
     for query in queries.values():
         for hit in base_searcher.search(query, k=10):

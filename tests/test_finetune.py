@@ -13,6 +13,7 @@ from hybrid.backends.local import LocalBackend
 from hybrid.cli import cli
 from hybrid.embed import DEFAULT_MODEL, Embedder
 from hybrid.errors import HybridError, IndexNotFoundError
+from hybrid.evaluate import load_qrels, load_queries
 from hybrid.finetune import (
     FinetuneReport,
     finetune,
@@ -20,6 +21,7 @@ from hybrid.finetune import (
     labelled_pairs,
     mine_negatives,
     pseudo_pairs,
+    retrieval_pairs,
     split_by_query,
 )
 from hybrid.ingest import ingest_documents, reindex, rollback
@@ -70,13 +72,38 @@ def test_mined_negatives_skip_positives_and_near_duplicates(tmp_path, embedder):
     assert negative in texts.values()
 
 
+def test_log_queries_pair_with_their_top_hybrid_hit_and_skip_near_ranks(tmp_path, embedder):
+    backend = LocalBackend(tmp_path)
+    ingest_documents(CORPUS, "tiny", backend, embedder, progress=False)
+    searcher = Searcher("tiny", backend, embedder=embedder)
+    pairs = retrieval_pairs({"q1": "wind turbines spin generators", "q2": "sourdough bread yeast"}, searcher)
+    assert [(p.query_id, p.doc_id) for p in pairs] == [("q1", "wind"), ("q2", "bread")]
+    assert pairs[0].positive == next(d.text for d in CORPUS if d.id == "wind")
+    texts = {d.id: d.text for d in CORPUS}
+    ranked = [texts[hit.id] for hit in searcher.search("wind turbines spin generators", k=6)]
+    near, far = mine_negatives(pairs[:1], searcher), mine_negatives(pairs[:1], searcher, skip=4)
+    assert near[0] in ranked[1:]
+    assert far == ranked[5:]  # only the last candidate is left after skipping 4
+
+
 def test_gate_refuses_a_model_that_is_not_better():
     before = {"vector": {"ndcg@10": 0.60}, "hybrid": {"ndcg@10": 0.70}}
     promote, verdict = gate(before, {"vector": {"ndcg@10": 0.58}, "hybrid": {"ndcg@10": 0.71}})
     assert not promote and "NOT better" in verdict
     promote, _ = gate(before, {"vector": {"ndcg@10": 0.62}, "hybrid": {"ndcg@10": 0.69}})
     assert not promote
-    assert gate(before, {"vector": {"ndcg@10": 0.62}, "hybrid": {"ndcg@10": 0.70}})[0]
+    better = {"vector": {"ndcg@10": 0.62}, "hybrid": {"ndcg@10": 0.70}}
+    assert gate(before, better)[0]
+    promote, verdict = gate(before, better, judged=False)  # pseudo-queries cannot prove a gain
+    assert not promote and "NOT proven" in verdict and "--dev-qrels" in verdict
+
+
+def test_dev_judgments_must_not_overlap_training_judgments(cranfield):
+    documents = read_documents(cranfield / "corpus.jsonl")[:50]
+    queries = {"1": "what similarity laws must be obeyed", "2": "supersonic flow"}
+    with pytest.raises(ValueError, match="in both the training and the dev judgments"):
+        finetune(documents, "unused", queries=queries, qrels={"1": {"1": 1}, "2": {"2": 1}},
+                 dev_qrels={"2": {"3": 1}}, progress=False)
 
 
 @pytest.fixture(scope="module")
@@ -97,7 +124,7 @@ def test_short_finetune_saves_a_loadable_model_and_an_honest_report(short_finetu
     assert FinetuneReport.load(report.model) == report
     # A learning rate of 5e-3 wrecks a pretrained encoder: the gate must say so.
     assert report.after["vector"]["ndcg@10"] < report.before["vector"]["ndcg@10"]
-    assert not report.promote and "NOT better" in report.verdict
+    assert not report.promote and "NOT better" in report.verdict and not report.dev_judged
 
 
 @pytest.fixture(params=["local", "opensearch"])
@@ -158,11 +185,33 @@ def test_reindex_switches_model_without_downtime_and_rolls_back(small_index, sho
     assert len(backend.versions("reindexed")[0]) == 1
 
 
-def test_finetune_cli_json(tmp_path, cranfield):
+@pytest.mark.parametrize("pairs", ["corpus", "log queries"])
+def test_finetune_cli_without_labels_judged_on_dev_qrels(tmp_path, cranfield, pairs):
+    """Label-free training (from the corpus, or from unjudged queries), judged on real Cranfield judgments."""
     corpus = tmp_path / "corpus.jsonl"
-    corpus.write_text("".join(line + "\n" for line in (cranfield / "corpus.jsonl").read_text().splitlines()[:80]))
+    lines = (cranfield / "corpus.jsonl").read_text().splitlines()[:80]
+    corpus.write_text("".join(line + "\n" for line in lines))
+    kept = {json.loads(line)["_id"] for line in lines}
+    judged = {query: {doc: 1 for doc in docs if doc in kept}
+              for query, docs in load_qrels(cranfield / "qrels" / "test.tsv").items()}
+    judged = {query: docs for query, docs in judged.items() if docs}
+    dev_qrels = tmp_path / "dev.tsv"
+    dev_qrels.write_text("".join(f"{q}\t{d}\t1\n" for q, docs in judged.items() for d in docs))
+    queries = cranfield / "queries.jsonl"
+    log = {query: text for query, text in list(load_queries(queries).items())[:40]}
+    extra = []
+    if pairs == "log queries":
+        (tmp_path / "log.jsonl").write_text("".join(json.dumps({"_id": q, "text": t}) + "\n" for q, t in log.items()))
+        extra = ["--log-queries", str(tmp_path / "log.jsonl")]
     result = CliRunner().invoke(cli, ["finetune", "--corpus", str(corpus), "--output", str(tmp_path / "model"),
+                                      "--queries", str(queries), "--dev-qrels", str(dev_qrels), *extra,
                                       "--max-steps", "1", "--batch-size", "4", "--json"], catch_exceptions=False)
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
-    assert report["model"] == str((tmp_path / "model").resolve()) and "promote" in report
+    assert report["model"] == str((tmp_path / "model").resolve()) and report["settings"]["pairs"] == pairs
+    assert not report["labelled"] and report["dev_judged"] and report["dev_queries"] == len(judged)
+    if pairs == "corpus":
+        assert report["train_pairs"] == len(pseudo_pairs(read_documents(corpus)))  # none held out for dev
+    else:
+        assert report["train_pairs"] == len(set(log) - set(judged))  # judged queries are never trained on
+    assert 0 < report["before"]["hybrid"]["ndcg@10"] <= 1
