@@ -193,9 +193,10 @@ def gate(before: Mapping[str, Mapping[str, float]], after: Mapping[str, Mapping[
         return False, (f"NOT better than the base model ({change}): keep the base model; this one is not marked "
                        "for promotion")
     if not judged:
-        return False, (f"NOT proven: {change}, but these are pseudo-queries made from the corpus, which reward the "
-                       "training task itself; judge a few dozen real queries and pass them with --dev-qrels to "
-                       "prove a gain. Not marked for promotion")
+        return False, (f"NOT proven: {change}, but these dev queries are not judged (their relevant document is "
+                       "the passage they were cut from, or the base model's top hit), which rewards the training "
+                       "task itself; judge a few dozen real queries and pass them with --dev-qrels to prove a gain. "
+                       "Not marked for promotion")
     return True, f"better: {change}"
 
 

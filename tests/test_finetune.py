@@ -104,6 +104,8 @@ def test_dev_judgments_must_not_overlap_training_judgments(cranfield):
     with pytest.raises(ValueError, match="in both the training and the dev judgments"):
         finetune(documents, "unused", queries=queries, qrels={"1": {"1": 1}, "2": {"2": 1}},
                  dev_qrels={"2": {"3": 1}}, progress=False)
+    with pytest.raises(ValueError, match="dev judgments need the text of their queries"):
+        finetune(documents, "unused", dev_qrels={"2": {"3": 1}}, progress=False)
 
 
 @pytest.fixture(scope="module")
