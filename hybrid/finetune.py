@@ -111,9 +111,11 @@ def retrieval_pairs(queries: Mapping[str, str], searcher: Searcher) -> list[Pair
     positives are guesses (on SciFact the top hit is relevant for 57 % of 648 train queries).
     """
     index = _local_index(searcher)
+    # The legs' full window, as a search would use: with a window of 1, the top hit would be a tie
+    # between the two legs' first hits, settled by id.
+    fused = _fused_ids(searcher, list(queries.values()), searcher.settings.window)
     return [Pair(query_id, query, ids[0], index.text(index.rows[ids[0]]))
-            for (query_id, query), ids in zip(queries.items(), _fused_ids(searcher, list(queries.values()), 1))
-            if ids]
+            for (query_id, query), ids in zip(queries.items(), fused) if ids]
 
 
 def mine_negatives(pairs: Sequence[Pair], searcher: Searcher, depth: int = 30, skip: int = 0,
