@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from .backends.base import document_text
-from .backends.local import LocalBackend
+from .backends.local import LocalBackend, LocalIndex
 from .embed import DEFAULT_MODEL, Embedder, resolve_model_path
 from .evaluate import Qrels, evaluate_modes
 from .fusion import rrf
@@ -98,7 +98,7 @@ def _fused_ids(searcher: Searcher, queries: Sequence[str], depth: int) -> list[l
     return fused
 
 
-def _local_index(searcher: Searcher) -> Any:
+def _local_index(searcher: Searcher) -> LocalIndex:
     if not isinstance(searcher.backend, LocalBackend):
         raise TypeError("mining needs a searcher over a local index")
     return searcher.backend.load(searcher.index)
@@ -214,14 +214,15 @@ def check_dev_judgments(queries: Mapping[str, str] | None, qrels: Qrels | None, 
                          f"(e.g. {sorted(shared)[0]}): a model must not be judged on what it was trained on")
 
 
-def dev_split(pairs: list[Pair], queries: Mapping[str, str] | None, dev_qrels: Qrels | None, judged: Qrels | None,
-              documents: Mapping[str, Document], dev_share: float, seed: int) -> tuple[list[Pair], list[Pair], Qrels]:
+def dev_split(pairs: list[Pair], queries: Mapping[str, str] | None, dev_qrels: Qrels | None,
+              training_qrels: Qrels | None, documents: Mapping[str, Document], dev_share: float,
+              seed: int) -> tuple[list[Pair], list[Pair], Qrels]:
     """Training pairs, dev pairs and the dev judgments: ``dev_qrels`` (never trained on), or a held-out
-    share of the training queries, judged by ``judged`` (else each judges only its own positive)."""
+    share of the training queries, judged by ``training_qrels`` (else each judges only its own positive)."""
     if dev_qrels and queries:
         return pairs, labelled_pairs(queries, dev_qrels, documents), dev_qrels
     train, dev = split_by_query(pairs, dev_share, seed)
-    return train, dev, judged if judged else {p.query_id: {p.doc_id: 1} for p in dev}
+    return train, dev, training_qrels if training_qrels else {p.query_id: {p.doc_id: 1} for p in dev}
 
 
 def finetune(
