@@ -18,8 +18,8 @@ class PrecomputedQueries(Embedder):
         super().__init__(embedder.name)
         self._vectors = dict(zip(queries, embedder.encode(queries)))
 
-    def encode_query(self, query: str) -> np.ndarray:
-        return self._vectors[query]
+    def encode(self, texts: list[str], batch_size: int = 32) -> np.ndarray:
+        return np.stack([self._vectors[text] for text in texts])
 
 
 def percentiles(samples: list[float]) -> dict[str, float]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
@@ -17,7 +18,7 @@ from . import evaluate as ev
 from .backends import open_backend
 from .backends.base import Backend
 from .embed import DEFAULT_MODEL, Embedder
-from .errors import HybridError
+from .errors import HybridError, IndexNotFoundError, require_extra
 from .fusion import DEFAULT_RANK_CONSTANT
 from .ingest import ingest
 from .searcher import DEFAULT_WINDOW, MODES, Hit, Searcher, SearchSettings
@@ -26,13 +27,25 @@ console = Console()
 
 
 class HybridGroup(click.Group):
-    """Turns the errors a user can act on into one line and exit status 1, without a traceback."""
+    """Turns every error into one line and exit status 1, without a traceback (HYBRID_DEBUG=1 shows it)."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise
         except (HybridError, ValueError) as error:
             raise click.ClickException(str(error)) from error
+        except OSError as error:
+            where = f"{error.filename}: " if error.filename else ""
+            raise click.ClickException(f"{where}{error.strerror or error}") from error
+        except KeyboardInterrupt:
+            raise click.ClickException("interrupted") from None
+        except Exception as error:
+            if os.environ.get("HYBRID_DEBUG"):
+                raise
+            raise click.ClickException(f"unexpected error: {type(error).__name__}: {error} (run with "
+                                       "HYBRID_DEBUG=1 to see where it happened)") from error
 
 
 def comma_list(value: str) -> list[str]:
@@ -74,8 +87,9 @@ def cli() -> None:
 @click.argument("source", type=click.Path(exists=True))
 @click.option("--index", required=True, help="Index to create or update.")
 @click.option("--id-field", default=None, help="Field holding the document id [default: _id, else id].")
-@click.option("--text-fields", default="title,text", show_default=True,
-              help="Comma-separated fields that are embedded and searched by BM25.")
+@click.option("--text-fields", default=None,
+              help="Comma-separated fields that are embedded and searched by BM25; each is required "
+                   "[default: title,text, where a missing title counts as empty].")
 @click.option("--model", default=DEFAULT_MODEL, show_default=True,
               help="sentence-transformers model name or path (the default is bundled).")
 @click.option("--batch-size", default=32, show_default=True, type=click.IntRange(min=1))
@@ -83,12 +97,13 @@ def cli() -> None:
               help="Where to write documents the index rejected [default: INDEX-failures.jsonl].")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @backend_options
-def ingest_command(backend: Backend, source: str, index: str, id_field: str | None, text_fields: str,
+def ingest_command(backend: Backend, source: str, index: str, id_field: str | None, text_fields: str | None,
                    model: str, batch_size: int, failures_path: str | None, quiet: bool) -> None:
     """Embed the documents of SOURCE (JSONL, CSV or a folder of .txt/.md) and upsert them into an index.
 
     Re-running it is safe: documents are upserted by id and unchanged ones are not embedded again."""
-    report = ingest(source, index, backend, Embedder(model), id_field=id_field, text_fields=comma_list(text_fields),
+    fields = None if text_fields is None else comma_list(text_fields)
+    report = ingest(source, index, backend, Embedder(model), id_field=id_field, text_fields=fields,
                     batch_size=batch_size, progress=not quiet)
     console.print(
         f"{index}: read {report.read}, embedded {report.embedded}, unchanged {report.unchanged}; "
@@ -204,6 +219,7 @@ def eval_command(backend: Backend, index: str | None, queries: str | None, qrels
                  split: str, modes: str, metrics: str, exclude_self: bool, save_runs: str | None, with_test: bool,
                  plot_path: str | None, as_json: bool, settings_path: str | None) -> None:
     """Score BM25, vector and hybrid retrieval against relevance judgments."""
+    require_extra("eval", "ranx", *(["matplotlib"] if plot_path else []))
     index, queries, qrels = beir_inputs(beir, index, queries, qrels, split, backend)
     mode_list = comma_list(modes)
     if unknown := set(mode_list) - set(MODES):
@@ -247,6 +263,7 @@ def eval_command(backend: Backend, index: str | None, queries: str | None, qrels
 def tune_command(backend: Backend, index: str | None, queries: str | None, qrels: str | None, beir: str | None,
                  split: str, metric: str, dev_share: float, exclude_self: bool, output: str) -> None:
     """Sweep RRF rank_constant, leg weights and window on a dev share of the queries; score the rest."""
+    require_extra("eval", "ranx")
     index, queries, qrels = beir_inputs(beir, index, queries, qrels, split, backend)
     result = ev.tune(Searcher(index, backend), ev.load_queries(queries), ev.load_qrels(qrels), metric=metric,
                      dev_share=dev_share, exclude_self=exclude_self)
@@ -279,19 +296,22 @@ def tune_command(backend: Backend, index: str | None, queries: str | None, qrels
               help="Queries held out to judge the model before and after.")
 @click.option("--max-steps", default=-1, show_default=True, help="Stop after this many steps (-1: all epochs).")
 @click.option("--id-field", default=None)
-@click.option("--text-fields", default="title,text", show_default=True)
+@click.option("--text-fields", default=None, help="As for `hybrid ingest` [default: title,text].")
 @click.option("--json", "as_json", is_flag=True)
 def finetune_command(corpus: str, queries: str | None, qrels: str | None, dev_qrels: str | None,
                      log_queries: str | None, output: str, base_model: str, epochs: int, batch_size: int,
-                     learning_rate: float, dev_share: float, max_steps: int, id_field: str | None, text_fields: str,
-                     as_json: bool) -> None:
+                     learning_rate: float, dev_share: float, max_steps: int, id_field: str | None,
+                     text_fields: str | None, as_json: bool) -> None:
     """Adapt the embedding model to your corpus and show, on held-out queries, whether it helped."""
-    from .finetune import finetune
+    from .finetune import TRAINING_MODULES, finetune
     from .sources import read_documents
+
+    require_extra("train", *TRAINING_MODULES)
 
     if bool(queries) != bool(qrels or dev_qrels):
         raise click.UsageError("--queries goes with --qrels and/or --dev-qrels (leave all out to train without labels)")
-    documents = read_documents(corpus, id_field=id_field, text_fields=comma_list(text_fields))
+    documents = read_documents(corpus, id_field=id_field,
+                               text_fields=None if text_fields is None else comma_list(text_fields))
     report = finetune(documents, output, base_model=base_model,
                       queries=ev.load_queries(queries) if queries else None,
                       qrels=ev.load_qrels(qrels) if qrels else None,
@@ -333,7 +353,8 @@ def reindex_command(backend: Backend, index: str, model: str | None, rollback: b
         raise click.UsageError("give either --model or --rollback")
     if rollback:
         left, now = roll_back(index, backend)
-        console.print(f"{index} now serves {now} (was {left})")
+        console.print(f"{index} now serves {now} ({backend.count(index)} documents; was {left}, which the next "
+                      "write removes: documents ingested after the re-index are not in this version)")
         return
     report = FinetuneReport.load(model) if Path(model).is_dir() else None
     if report is not None and not report.promote and not force:
@@ -356,7 +377,11 @@ def index_list(backend: Backend) -> None:
     """List the indexes and their sizes."""
     table = Table("index", "documents", "model", "dimension")
     for name in backend.names():
-        info = backend.info(name)
+        try:
+            info = backend.info(name)
+        except HybridError as error:  # one unreadable index must not hide the others
+            table.add_row(name, "-", f"[red]{error}[/]", "-")
+            continue
         table.add_row(name, str(info.count), info.meta.model, str(info.meta.dimension))
     console.print(table)
 
@@ -367,8 +392,10 @@ def index_list(backend: Backend) -> None:
 def index_info(backend: Backend, index: str) -> None:
     """Show what an index holds and what it was built with."""
     info = backend.info(index)
+    versions = [{"name": v.name, "number": v.number, "previous": v.previous, "serving": v.serving}
+                for v in info.versions]
     click.echo(json.dumps({"index": info.name, "count": info.count, "location": info.location,
-                           **info.meta.to_dict()}, indent=2))
+                           **info.meta.to_dict(), "versions": versions}, indent=2, ensure_ascii=False))
 
 
 @index_group.command("delete")
@@ -377,7 +404,12 @@ def index_info(backend: Backend, index: str) -> None:
 @backend_options
 def index_delete(backend: Backend, index: str, yes: bool) -> None:
     """Delete an index and everything in it."""
-    count = backend.count(index)
+    try:
+        count = str(backend.count(index))
+    except IndexNotFoundError:
+        raise
+    except HybridError:  # a damaged index must still be deletable
+        count = "an unknown number of"
     if not yes:
         click.confirm(f"Delete index {index!r} with {count} documents?", abort=True)
     backend.delete(index)

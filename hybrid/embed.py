@@ -6,18 +6,21 @@ is ever fetched from a model hub for it. Any other sentence-transformers name or
 
 from __future__ import annotations
 
-import hashlib
-import json
+import threading
 from collections.abc import Sequence
-from functools import cached_property
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+
+from .documents import LONE_SURROGATE
+from .errors import HybridError
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
+
 _DEFAULT_ALIASES = {DEFAULT_MODEL, f"sentence-transformers/{DEFAULT_MODEL}"}
 
 
@@ -30,10 +33,9 @@ def resolve_model_path(name: str) -> str:
     return name
 
 
-def content_hash(fields: dict) -> str:
-    """A stable digest of a document's fields: equal digests mean re-embedding can be skipped."""
-    canonical = json.dumps(fields, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+def looks_like_path(name: str) -> bool:
+    """A model given as a folder rather than a hub name (``org/name`` is a name unless it exists)."""
+    return name.startswith((".", "/", "~")) or Path(name).expanduser().exists() or name.count("/") > 1
 
 
 class Embedder:
@@ -41,20 +43,43 @@ class Embedder:
 
     Vectors are normalised so that inner product equals cosine similarity: the indexes rank by
     inner product (MIPS), which is exact for normalised vectors and cheaper than cosine.
-    The model loads on first use, so building an Embedder is free.
+    The model loads on first use (once, whichever thread asks first), so building an Embedder is free.
     """
 
     def __init__(self, name: str = DEFAULT_MODEL, device: str | None = None) -> None:
-        self.name = name
+        # A folder is recorded by its absolute path: an index must not depend on where a command ran.
+        self.name = str(Path(name).expanduser().resolve()) if looks_like_path(name) else name
         self._device = device
+        self._model: SentenceTransformer | None = None
+        self._loading = threading.Lock()
 
-    @cached_property
+    @property
     def model(self) -> SentenceTransformer:
+        if self._model is None:
+            with self._loading:
+                if self._model is None:
+                    self._model = self._load()
+        return self._model
+
+    @model.setter
+    def model(self, model: SentenceTransformer) -> None:
+        self._model = model
+
+    def _load(self) -> SentenceTransformer:
+        """Load the model, or fail in one line that says what was looked for."""
+        path = resolve_model_path(self.name)
+        if looks_like_path(path) and not Path(path).expanduser().is_dir():
+            raise HybridError(f"model {self.name!r}: no such folder (give a sentence-transformers model folder, "
+                              "e.g. one `hybrid finetune` wrote, or a model name)")
         from sentence_transformers import SentenceTransformer
         from transformers.utils import logging as transformers_logging
 
         transformers_logging.disable_progress_bar()  # a per-load bar would clutter every CLI call
-        return SentenceTransformer(resolve_model_path(self.name), device=self._device)
+        try:
+            return SentenceTransformer(path, device=self._device)
+        except Exception as error:  # the library raises many kinds: OSError, ValueError, HTTP errors
+            reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise HybridError(f"cannot load model {self.name!r}: {reason}") from None
 
     @property
     def dimension(self) -> int:
@@ -68,7 +93,8 @@ class Embedder:
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32)
         vectors = self.model.encode(
-            list(texts),
+            # The tokenizer refuses lone surrogates: they are embedded as U+FFFD; the stored text keeps them.
+            [LONE_SURROGATE.sub("\ufffd", text) for text in texts],
             batch_size=batch_size,
             normalize_embeddings=True,
             convert_to_numpy=True,

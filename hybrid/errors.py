@@ -18,5 +18,26 @@ class IndexNotFoundError(HybridError):
         )
 
 
+class VersionGoneError(HybridError):
+    """A version a searcher had pinned was removed (replaced by a write); look up the serving one again."""
+
+
 class IncompatibleIndexError(HybridError):
     """The index was built with another model or dimension; writing to it would mix vector spaces."""
+
+
+class MissingExtraError(HybridError):
+    """An optional dependency is not installed; the message names the extra that brings it."""
+
+
+def require_extra(extra: str, *modules: str) -> None:
+    """Fail in one line, naming the extra to install, before work that needs an optional package starts."""
+    import importlib
+
+    for module in modules:
+        try:
+            importlib.import_module(module)
+        except ImportError:
+            raise MissingExtraError(
+                f"this needs the optional package {module!r}: pip install 'hybrid-search[{extra}]'"
+            ) from None

@@ -18,7 +18,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from .backends.base import LegHit
-from .errors import SourceError
+from .errors import SourceError, require_extra
 from .fusion import rrf
 from .searcher import MODES, Mode, Searcher, SearchSettings
 
@@ -58,6 +58,15 @@ def load_qrels(path: str | Path) -> Qrels:
     return qrels
 
 
+def judged_queries(queries: Mapping[str, str], qrels: Qrels) -> dict[str, str]:
+    """The queries that have judgments; none at all is an error (ids that do not match, most likely)."""
+    judged = {q: text for q, text in queries.items() if q in qrels}
+    if not judged:
+        raise SourceError(f"none of the {len(queries)} queries has a judgment in the qrels ({len(qrels)} judged "
+                          "query ids): check that the query ids of both files match")
+    return judged
+
+
 def as_run(hits: Sequence[tuple[str, float]]) -> dict[str, float]:
     """Rank-based scores (1/rank) so the metric library sees exactly our order, ties included."""
     return {doc_id: 1.0 / rank for rank, (doc_id, _) in enumerate(hits, start=1)}
@@ -85,18 +94,15 @@ class LegRuns:
 
 
 def retrieve_legs(searcher: Searcher, queries: Mapping[str, str], window: int, progress: bool = True) -> LegRuns:
-    """Both legs of every query; query vectors are encoded together up front, which is far faster."""
+    """Both legs of every query, from one version of the index."""
     ids = list(queries)
-    vectors = searcher.embedder.encode([queries[q] for q in ids])
-    legs = {}
-    for query_id, vector in tqdm(zip(ids, vectors), total=len(ids), desc="queries", unit="q",
-                                 disable=None if progress else True):
-        legs[query_id] = searcher.retrieve(queries[query_id], window=window, query_vector=vector)
-    return LegRuns(legs)
+    return LegRuns(dict(zip(ids, searcher.retrieve_many([queries[q] for q in ids], window=window,
+                                                        progress=progress))))
 
 
 def score(qrels: Qrels, runs: Mapping[str, Run], metrics: Sequence[str]) -> dict[str, dict[str, float]]:
     """Each run's mean of each metric over the judged queries (ranx)."""
+    require_extra("eval", "ranx")
     from ranx import Qrels as RanxQrels
     from ranx import Run as RanxRun
     from ranx import evaluate
@@ -124,7 +130,7 @@ def evaluate_modes(
     progress: bool = True,
 ) -> tuple[dict[str, dict[str, float]], dict[str, Run]]:
     """Run every judged query in every mode; return the metrics and the runs (for saving or testing)."""
-    judged = {q: text for q, text in queries.items() if q in qrels}
+    judged = judged_queries(queries, qrels)
     settings = searcher.settings
     legs = retrieve_legs(searcher, judged, max(settings.window, depth), progress)
     runs = {mode: legs.fuse(settings, depth, mode, exclude_self) for mode in modes}
@@ -140,6 +146,7 @@ def save_trec_run(run: Run, path: str | Path, name: str) -> None:
 
 def compare_runs(qrels: Qrels, runs: Mapping[str, Run], metrics: Sequence[str]) -> str:
     """ranx's comparison table with a paired Student's t-test between every pair of runs."""
+    require_extra("eval", "ranx")
     from ranx import Qrels as RanxQrels
     from ranx import Run as RanxRun
     from ranx import compare
@@ -175,7 +182,7 @@ def tune(
 
     Both legs are retrieved once per query at the largest window; every setting is a re-fusion.
     """
-    judged = sorted(q for q in queries if q in qrels)
+    judged = sorted(judged_queries(queries, qrels))
     random.Random(seed).shuffle(judged)
     cut = max(1, int(len(judged) * dev_share))
     dev, heldout = judged[:cut], judged[cut:]
@@ -196,6 +203,7 @@ def tune(
 
 def plot(results: Mapping[str, Mapping[str, float]], path: str | Path, title: str) -> None:
     """Grouped bars: one group per metric, one bar per mode."""
+    require_extra("eval", "matplotlib")
     import matplotlib
 
     matplotlib.use("Agg")

@@ -28,16 +28,18 @@ from typing import Any
 
 import numpy as np
 
-from .backends.base import document_text
 from .backends.local import LocalBackend, LocalIndex
+from .documents import Document, document_text
 from .embed import DEFAULT_MODEL, Embedder, resolve_model_path
+from .errors import require_extra
 from .evaluate import Qrels, evaluate_modes
 from .fusion import rrf
 from .ingest import ingest_documents
 from .searcher import Searcher
-from .sources import Document
 
 REPORT_FILE = "hybrid-finetune.json"
+TRAINING_MODULES = ("datasets", "accelerate", "ranx")
+"""What training needs beyond the base install (sentence-transformers' trainer, and the evaluation)."""
 GATE_METRICS = ("ndcg@10", "recall@100")
 EVALUATOR_QUERIES = 300
 """Dev queries in the per-epoch check (the final before/after figures use every dev query)."""
@@ -91,11 +93,8 @@ def split_by_query(pairs: Sequence[Pair], dev_share: float, seed: int = 13) -> t
 
 def _fused_ids(searcher: Searcher, queries: Sequence[str], depth: int) -> list[list[str]]:
     """Each query's top ``depth`` hybrid ids (BM25 and vector legs fused by RRF), queries encoded at once."""
-    fused = []
-    for query, vector in zip(queries, searcher.embedder.encode(list(queries))):
-        legs = searcher.retrieve(query, window=depth, query_vector=vector)
-        fused.append([hit.id for hit in rrf({leg: [(h.id, h.score) for h in hits] for leg, hits in legs.items()})])
-    return fused
+    return [[hit.id for hit in rrf({leg: [(h.id, h.score) for h in hits] for leg, hits in legs.items()})]
+            for legs in searcher.retrieve_many(queries, window=depth)]
 
 
 def _local_index(searcher: Searcher) -> LocalIndex:
@@ -252,6 +251,7 @@ def finetune(
     ``work_dir`` keeps the "before" and "after" local indexes (a temporary folder by default); reusing
     it skips re-embedding the corpus with the base model, which is unchanged.
     """
+    require_extra("train", *TRAINING_MODULES)
     started = time.perf_counter()
     labelled = bool(queries and qrels)
     check_dev_judgments(queries, qrels, dev_qrels)

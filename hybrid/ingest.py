@@ -14,10 +14,11 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from .backends.base import Backend, IndexMeta, IndexWriter, StoredDocument, WriteFailure
+from .backends.base import Backend, IndexMeta, IndexWriter, StoredDocument, WriteFailure, check_index_name
+from .documents import DEFAULT_TEXT_FIELDS, Document
 from .embed import Embedder
 from .errors import HybridError, IncompatibleIndexError
-from .sources import DEFAULT_TEXT_FIELDS, Document, read_documents
+from .sources import read_documents
 
 ENCODE_CHUNK = 256
 """Documents handed to the encoder (and then to the writer) at a time: big enough to keep the encoder
@@ -61,22 +62,25 @@ def ingest_documents(
     """Upsert ``documents`` into ``index`` (created if absent), embedding only what changed.
 
     The model is checked against the index before anything is written; it is not even loaded when
-    the index already holds every document unchanged.
+    the index already holds every document unchanged. The index's writer lock is held throughout, so
+    concurrent ingests of one index take turns instead of losing each other's documents.
     """
     started = time.perf_counter()
+    check_index_name(index)
     text_fields = documents[0].text_fields if documents else DEFAULT_TEXT_FIELDS
-    existing = backend.meta(index) if backend.exists(index) else None
-    if existing is not None:
-        check_compatible(existing, index, embedder, text_fields)
-    stored = backend.hashes(index) if existing else {}
-    changed = sorted((d for d in documents if stored.get(d.id) != d.hash), key=lambda d: len(d.text))
-    failures: list[WriteFailure] = []
-    if changed or existing is None:
-        meta = IndexMeta(model=embedder.name, dimension=embedder.dimension, text_fields=text_fields)
-        failures = _embed_and_write(changed, index, backend, embedder, meta, batch_size, progress)
+    with backend.lock(index):
+        existing = backend.meta(index) if backend.exists(index) else None
+        if existing is not None:
+            check_compatible(existing, index, embedder, text_fields)
+        stored = backend.hashes(index) if existing else {}
+        changed = sorted((d for d in documents if stored.get(d.id) != d.hash), key=lambda d: len(d.text))
+        failures: list[WriteFailure] = []
+        if changed or existing is None:
+            meta = IndexMeta(model=embedder.name, dimension=embedder.dimension, text_fields=text_fields)
+            failures = _embed_and_write(changed, index, backend, embedder, meta, batch_size, progress)
+        count = backend.count(index)
     expected = len((stored.keys() | {d.id for d in documents}) - ({f.id for f in failures} - stored.keys()))
-    count = backend.count(index)
-    if count != expected:
+    if count < expected:  # more is fine: on a cluster, another writer may add documents meanwhile
         raise HybridError(f"index {index!r} holds {count} documents after ingest, expected {expected}")
     return IngestReport(
         index=index,
@@ -129,32 +133,39 @@ def reindex(index: str, backend: Backend, embedder: Embedder, batch_size: int = 
     """Re-embed every document of ``index`` with ``embedder`` into a new version, then switch to it.
 
     The index keeps answering from the old version until the switch, which is atomic; the old
-    version is kept for ``rollback``. Nothing is switched if any document fails.
+    version is kept for ``rollback``. Nothing is switched if any document fails. The writer lock is
+    held throughout, so no ingest can slip documents into the old version after they were read.
     """
     started = time.perf_counter()
-    current = backend.meta(index)
-    documents = sorted((Document(doc_id, fields, current.text_fields) for doc_id, fields in backend.documents(index)),
-                       key=lambda d: len(d.text))
-    meta = IndexMeta(model=embedder.name, dimension=embedder.dimension, text_fields=current.text_fields)
-    _, previous = backend.versions(index)
-    version, writer = backend.new_version(index, meta)
-    with writer:
-        failures = _embed_into(writer, documents, embedder, batch_size, progress, f"re-embedding {index}")
-    if failures:
-        raise HybridError(f"{len(failures)} documents failed to re-index into {version} (first: "
-                          f"{failures[0].id}: {failures[0].reason}); {index} still serves {previous}")
-    backend.switch(index, version)
-    return ReindexReport(index, version, previous, len(documents), embedder.name, time.perf_counter() - started)
+    check_index_name(index)
+    with backend.lock(index):
+        snapshot = backend.snapshot(index)
+        text_fields = snapshot.meta.text_fields
+        documents = sorted((Document(doc_id, fields, text_fields) for doc_id, fields in backend.documents(index)),
+                           key=lambda d: len(d.text))
+        meta = IndexMeta(model=embedder.name, dimension=embedder.dimension, text_fields=text_fields)
+        version, writer = backend.new_version(index, meta)
+        with writer:  # on any failure the writer removes the new version again
+            failures = _embed_into(writer, documents, embedder, batch_size, progress, f"re-embedding {index}")
+            if failures:
+                raise HybridError(f"{len(failures)} documents failed to re-index (first: {failures[0].id}: "
+                                  f"{failures[0].reason}); {index} still serves {snapshot.version}")
+        backend.switch(index, version)
+    return ReindexReport(index, version, snapshot.version, len(documents), embedder.name,
+                         time.perf_counter() - started)
 
 
 def rollback(index: str, backend: Backend) -> tuple[str, str]:
-    """Point ``index`` back at the version before the current one; return (from, to)."""
-    versions, current = backend.versions(index)
-    position = versions.index(current)
-    if position == 0:
-        raise HybridError(f"{index} already serves its oldest kept version ({current}); nothing to roll back to")
-    backend.switch(index, versions[position - 1])
-    return current, versions[position - 1]
+    """Point ``index`` back at the version it served before its last re-index; return (from, to)."""
+    check_index_name(index)
+    with backend.lock(index):
+        versions = backend.versions(index)
+        current = next(v for v in versions if v.serving)
+        if current.previous is None or current.previous not in {v.name for v in versions}:
+            raise HybridError(f"{index} serves {current.name}, which replaced no version that is still kept; "
+                              "nothing to roll back to")
+        backend.switch(index, current.previous)
+    return current.name, current.previous
 
 
 def ingest(
@@ -163,10 +174,14 @@ def ingest(
     backend: Backend,
     embedder: Embedder,
     id_field: str | None = None,
-    text_fields: Sequence[str] = DEFAULT_TEXT_FIELDS,
+    text_fields: Sequence[str] | None = None,
     batch_size: int = 32,
     progress: bool = True,
 ) -> IngestReport:
-    """Read ``source`` (JSONL, CSV or a folder of .txt/.md) and upsert it into ``index``."""
+    """Read ``source`` (JSONL, CSV or a folder of .txt/.md) and upsert it into ``index``.
+
+    Everything that can be checked without vectors (the index name, every record, the model) is
+    checked before the first document is embedded."""
+    check_index_name(index)
     documents = read_documents(source, id_field=id_field, text_fields=text_fields)
     return ingest_documents(documents, index, backend, embedder, batch_size=batch_size, progress=progress)

@@ -7,17 +7,19 @@ returns typed hits that say how each leg ranked and scored every document.
 from __future__ import annotations
 
 import json
+import math
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-import numpy as np
+from tqdm.auto import tqdm
 
 from .backends import open_backend
-from .backends.base import LEGS, Backend, Filters, LegHit, LegQuery
+from .backends.base import LEGS, Backend, Filters, IndexMeta, LegHit, LegQuery, Snapshot, check_index_name
 from .embed import Embedder
+from .errors import VersionGoneError
 from .fusion import DEFAULT_RANK_CONSTANT, LegRank, rrf
 
 if TYPE_CHECKING:
@@ -55,10 +57,23 @@ class SearchSettings:
     window: int = DEFAULT_WINDOW
 
     def __post_init__(self) -> None:
-        if self.rank_constant < 1 or self.window < 1:
-            raise ValueError("rank_constant and window must be at least 1")
+        if self.rank_constant < 1:
+            raise ValueError(f"rank_constant must be at least 1, got {self.rank_constant}")
+        if self.window < 1:
+            raise ValueError(f"window must be at least 1, got {self.window}")
         if not set(self.weights) <= set(LEGS):
             raise ValueError(f"weights name unknown legs {sorted(set(self.weights) - set(LEGS))}; legs are {LEGS}")
+        if negative := {leg: w for leg, w in self.weights.items() if not w >= 0}:
+            raise ValueError(f"weights must be zero or more, got {negative}")
+
+    def but(self, rank_constant: int | None = None, weights: Mapping[str, float] | None = None,
+            window: int | None = None) -> SearchSettings:
+        """These settings with the given ones replaced (None keeps a setting; 0 is a value, and refused)."""
+        return SearchSettings(
+            rank_constant=self.rank_constant if rank_constant is None else rank_constant,
+            weights=self.weights if weights is None else weights,
+            window=self.window if window is None else window,
+        )
 
     @classmethod
     def load(cls, path: str | Path) -> SearchSettings:
@@ -70,11 +85,19 @@ class SearchSettings:
             {"rank_constant": self.rank_constant, "weights": dict(self.weights), "window": self.window}, indent=2))
 
 
-class Searcher:
-    """Hybrid search over one index. Build it once; ``search`` is safe to call per request.
+def candidate_depth(window: int, end: int) -> int:
+    """How many hits each leg retrieves for a page ending at fused position ``end``: the window, or the
+    smallest multiple of it that reaches ``end``. Pages inside one multiple come from one fused list
+    (no overlap, no gap); a deeper page fuses deeper lists, so it never ends early while a leg has more."""
+    return window * max(1, math.ceil(end / window))
 
-    The embedding model is the one recorded in the index, so queries and documents always share a
-    vector space; it loads on the first query that needs it.
+
+class Searcher:
+    """Hybrid search over one index. Build it once; ``search`` is safe to call per request, from many threads.
+
+    Each query is answered from one version of the index (a ``Snapshot``) and its query vector comes
+    from the model that version was built with, so after ``hybrid reindex`` switches models no query
+    ever scores one model's vector against another's. Models load on the first query that needs them.
     """
 
     def __init__(
@@ -86,43 +109,81 @@ class Searcher:
         opensearch: str | Connection | None = None,
         embedder: Embedder | None = None,
         settings: SearchSettings | None = None,
-        model_check_s: float = 10.0,
+        snapshot_ttl_s: float | None = None,
     ) -> None:
         """Search ``index`` on ``backend``; or on a cluster at ``opensearch`` (URL or Connection);
         or else in the local folder ``data_dir`` (default: $HYBRID_DATA_DIR or ~/.hybrid/indexes).
-        ``settings`` (e.g. ``SearchSettings.load("tuned.json")``) sets the fusion defaults. Every
-        ``model_check_s`` seconds the index's recorded model is looked up again, so that after a
-        ``hybrid reindex`` switches models, queries are encoded with the new one."""
+        ``settings`` (e.g. ``SearchSettings.load("tuned.json")``) sets the fusion defaults.
+        ``embedder`` encodes queries for indexes built with its model (others get their own).
+        ``snapshot_ttl_s``: how long a query may still be answered from the version that served
+        before a switch (default: the backend's; 0 locally, 10 s on OpenSearch, where looking up the
+        serving version costs a round trip)."""
+        check_index_name(index)
         self.index = index
         self.backend = backend or open_backend(data_dir, opensearch)
-        self.meta = self.backend.meta(index)
-        self.embedder = embedder or Embedder(self.meta.model)
         self.settings = settings or SearchSettings()
-        self.model_check_s = model_check_s
-        self._checked_at = time.monotonic()
+        self.snapshot_ttl_s = self.backend.snapshot_ttl_s if snapshot_ttl_s is None else snapshot_ttl_s
+        self._embedders: dict[str, Embedder] = {embedder.name: embedder} if embedder else {}
+        self._snapshot = self.backend.snapshot(index)
+        self._taken_at = time.monotonic()
 
-    def _follow_index_model(self) -> None:
-        now = time.monotonic()
-        if now - self._checked_at < self.model_check_s:
-            return
-        self._checked_at = now
-        meta = self.backend.meta(self.index)
-        if meta.model != self.meta.model:
-            self.embedder = Embedder(meta.model)
-        self.meta = meta
+    @property
+    def meta(self) -> IndexMeta:
+        """What the serving version of the index was built with."""
+        return self._current().meta
+
+    @property
+    def embedder(self) -> Embedder:
+        """The query encoder of the serving version."""
+        return self._embedder(self._current())
+
+    def _embedder(self, snapshot: Snapshot) -> Embedder:
+        model = snapshot.meta.model
+        if model not in self._embedders:
+            self._embedders.setdefault(model, Embedder(model))
+        return self._embedders[model]
+
+    def _current(self, refresh: bool = False) -> Snapshot:
+        """The pinned snapshot, taken anew once it is older than ``snapshot_ttl_s`` (or when asked)."""
+        if refresh or time.monotonic() - self._taken_at >= self.snapshot_ttl_s:
+            self._snapshot, self._taken_at = self.backend.snapshot(self.index), time.monotonic()
+        return self._snapshot
+
+    def _check_depth(self, depth: int) -> None:
+        if depth < 1:
+            raise ValueError(f"window must be at least 1, got {depth}")
+        limit = self.backend.max_depth
+        if limit is not None and depth > limit:
+            raise ValueError(f"this needs {depth} candidates from each leg, but {self.backend.location} returns at "
+                             f"most {limit} per query; lower --window, --offset or -k")
 
     def retrieve(self, query: str, mode: Mode = "hybrid", window: int | None = None,
-                 filters: Filters | None = None, query_vector: np.ndarray | None = None) -> dict[str, list[LegHit]]:
-        """Each leg's ``window`` best documents, unfused (what ``search`` fuses; evaluation reuses it).
-        ``query_vector`` skips encoding when the caller has already encoded the query."""
+                 filters: Filters | None = None) -> dict[str, list[LegHit]]:
+        """Each leg's ``window`` best documents, unfused (what ``search`` fuses)."""
+        return self.retrieve_many([query], mode, window, filters)[0]
+
+    def retrieve_many(self, queries: Sequence[str], mode: Mode = "hybrid", window: int | None = None,
+                      filters: Filters | None = None, progress: bool = False) -> list[dict[str, list[LegHit]]]:
+        """``retrieve`` for many queries (evaluation, mining): all from one version of the index, the
+        queries encoded together with its model, which is far faster than one by one."""
+        depth = self.settings.window if window is None else window
+        return self._legs(self._current(), queries, mode, depth, filters, progress)
+
+    def _legs(self, snapshot: Snapshot, queries: Sequence[str], mode: Mode, depth: int, filters: Filters | None,
+              progress: bool = False) -> list[dict[str, list[LegHit]]]:
+        """Every query's legs from ``snapshot``'s version, with query vectors from that version's model."""
         if mode not in MODES:
             raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
-        self._follow_index_model()
-        vector = None
-        if mode != "bm25":
-            vector = self.embedder.encode_query(query) if query_vector is None else query_vector
-        text = query if mode != "vector" else None
-        return self.backend.retrieve(self.index, LegQuery(text, vector, window or self.settings.window, filters or {}))
+        if any(not query.strip() for query in queries):
+            raise ValueError("the query is empty")
+        self._check_depth(depth)
+        vectors = self._embedder(snapshot).encode(list(queries)) if mode != "bm25" else [None] * len(queries)
+        pairs = zip(queries, vectors)
+        if progress:  # a disabled bar still costs more than a whole local query
+            pairs = tqdm(pairs, total=len(queries), desc="queries", unit="q", disable=None)  # None: off without a TTY
+        return [self.backend.retrieve(snapshot.version, LegQuery(query if mode != "vector" else None, vector,
+                                                                 depth, filters or {}))
+                for query, vector in pairs]
 
     def search(
         self,
@@ -137,22 +198,30 @@ class Searcher:
     ) -> list[Hit]:
         """The hits ranked ``offset+1 .. offset+k``; unset fusion arguments come from ``settings``.
 
-        Each leg retrieves its ``window`` best documents (after ``filters``); the fused list of those
-        is cut into pages, so pages of one query never overlap or skip, and end with the fused list.
+        Each leg retrieves its best ``candidate_depth(window, offset + k)`` documents (after
+        ``filters``), so a page is full while either leg has documents left. ``k`` must be at least 1
+        and ``offset`` at least 0; an offset past the last hit gives an empty page; an empty query
+        is an error.
         """
-        settings = SearchSettings(
-            rank_constant=rank_constant or self.settings.rank_constant,
-            weights=self.settings.weights if weights is None else weights,
-            window=window or self.settings.window,
-        )
-        if k < 1 or offset < 0:
-            raise ValueError("k must be positive and offset not negative")
-        legs = self.retrieve(query, mode, settings.window, filters)
+        if k < 1:
+            raise ValueError(f"k must be at least 1, got {k}")
+        if offset < 0:
+            raise ValueError(f"offset must not be negative, got {offset}")
+        settings = self.settings.but(rank_constant, weights, window)
+        depth = candidate_depth(settings.window, offset + k)
+        try:
+            return self._search(self._current(), query, k, mode, filters, settings, depth, offset)
+        except VersionGoneError:  # a write replaced the pinned version: answer from the serving one
+            return self._search(self._current(refresh=True), query, k, mode, filters, settings, depth, offset)
+
+    def _search(self, snapshot: Snapshot, query: str, k: int, mode: Mode, filters: Filters | None,
+                settings: SearchSettings, depth: int, offset: int) -> list[Hit]:
+        legs = self._legs(snapshot, [query], mode, depth, filters)[0]
         fused = rrf({leg: [(hit.id, hit.score) for hit in hits] for leg, hits in legs.items()},
                     weights={leg: w for leg, w in settings.weights.items() if leg in legs},
                     rank_constant=settings.rank_constant)
         page = fused[offset : offset + k]
-        sources = self.backend.sources(self.index, [item.id for item in page])
+        sources = self.backend.sources(snapshot.version, [item.id for item in page])
         return [
             Hit(
                 id=item.id,

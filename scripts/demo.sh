@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# Install hybrid, ingest a corpus into the embedded (local) index and run a hybrid query.
-# Uses ../shared/data/cranfield when present, else the small sample shipped in examples/.
+# Install hybrid into .venv (made anew on each run, from uv's wheel cache), ingest a corpus into the
+# embedded (local) index and run a hybrid query. Uses ../shared/data/cranfield when present, else the
+# small sample shipped in examples/.
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
-install_python
+VENV=$ROOT/.venv
+new_env "$VENV" all
 corpus=$ROOT/../shared/data/cranfield/corpus.jsonl
 query=${1:-"boundary layer separation in supersonic flow"}
 if [ ! -f "$corpus" ]; then

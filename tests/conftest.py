@@ -62,6 +62,25 @@ def counting_embedder(embedder) -> CountingEmbedder:
     return counting
 
 
+class FailingEmbedder(Embedder):
+    """The real model, failing on its second call, as a crash in the middle of a write would."""
+
+    calls = 0
+
+    def encode(self, texts, batch_size=32):
+        self.calls += 1
+        if self.calls == 2:
+            raise RuntimeError("encoder crashed")
+        return super().encode(texts, batch_size)
+
+
+@pytest.fixture
+def failing_embedder(embedder) -> FailingEmbedder:
+    failing = FailingEmbedder()
+    failing.model = embedder.model
+    return failing
+
+
 def opensearch_url() -> str:
     """The test cluster (started by .ci/run with docker/opensearch-node.sh), or skip when none is set."""
     url = os.environ.get("HYBRID_TEST_OPENSEARCH")
@@ -91,3 +110,21 @@ def opensearch_cranfield(opensearch, embedder, cranfield) -> OpenSearchBackend:
 def cranfield_backend(request):
     """Every backend holding Cranfield as index "cranfield"; behaviour tests run once per backend."""
     return request.getfixturevalue(f"{request.param}_cranfield")
+
+
+@pytest.fixture(scope="session")
+def other_space_model(tmp_path_factory) -> str:
+    """A real model with the default's dimension but another vector space (a fixed random linear map)."""
+    import torch
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer import modules as models
+
+    from hybrid.embed import DEFAULT_MODEL, resolve_model_path
+
+    base = SentenceTransformer(resolve_model_path(DEFAULT_MODEL))
+    dense = models.Dense(384, 384, bias=False, activation_function=torch.nn.Identity())
+    with torch.no_grad():  # not a rotation: that would keep every inner product, hiding a mix-up
+        dense.linear.weight.copy_(torch.randn(384, 384, generator=torch.Generator().manual_seed(7)))
+    path = tmp_path_factory.mktemp("rotated")
+    SentenceTransformer(modules=[*base, dense, models.Normalize()]).save(str(path))
+    return str(path)

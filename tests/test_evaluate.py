@@ -35,6 +35,14 @@ def test_qrels_in_beir_and_trec_form(tmp_path):
         load_qrels(tmp_path / "bad.tsv")
 
 
+def test_queries_without_any_judgment_are_an_error(local_cranfield, tmp_path):
+    (tmp_path / "q.jsonl").write_text('{"_id": "nope", "text": "shock waves"}\n')
+    (tmp_path / "r.tsv").write_text("1\t184\t2\n")
+    result = CliRunner().invoke(cli, ["eval", "--index", "cranfield", "--queries", str(tmp_path / "q.jsonl"),
+                                      "--qrels", str(tmp_path / "r.tsv"), "--data-dir", str(local_cranfield.data_dir)])
+    assert result.exit_code == 1 and "none of the 1 queries has a judgment in the qrels" in result.output
+
+
 def test_trec_run_file(tmp_path):
     save_trec_run({"q1": {"a": 0.5, "b": 1.0}}, tmp_path / "run.trec", "demo")
     assert (tmp_path / "run.trec").read_text().splitlines() == ["q1 Q0 b 1 1.000000 demo", "q1 Q0 a 2 0.500000 demo"]

@@ -11,6 +11,7 @@ from click.testing import CliRunner
 
 from hybrid.backends.local import LocalBackend
 from hybrid.cli import cli
+from hybrid.documents import Document
 from hybrid.embed import DEFAULT_MODEL, Embedder
 from hybrid.errors import HybridError, IndexNotFoundError
 from hybrid.evaluate import load_qrels, load_queries
@@ -26,7 +27,7 @@ from hybrid.finetune import (
 )
 from hybrid.ingest import ingest_documents, reindex, rollback
 from hybrid.searcher import Searcher
-from hybrid.sources import Document, read_documents
+from hybrid.sources import read_documents
 
 CORPUS = [
     Document("sun", {"title": "Solar panels", "text": "Photovoltaic cells turn sunlight into electricity. "
@@ -152,7 +153,7 @@ def test_reindex_switches_model_without_downtime_and_rolls_back(small_index, sho
     assert refused.exit_code == 1 and "did not pass its evaluation" in refused.output
     assert backend.meta("reindexed").model == DEFAULT_MODEL
 
-    searcher = Searcher("reindexed", backend, model_check_s=0)
+    searcher = Searcher("reindexed", backend, snapshot_ttl_s=0)
     failures, answered, stop = [], [], threading.Event()
 
     def keep_querying():
@@ -171,20 +172,22 @@ def test_reindex_switches_model_without_downtime_and_rolls_back(small_index, sho
         worker.join()
     assert failures == [] and answered and min(answered) == 5
     assert backend.meta("reindexed").model == report.model and backend.count("reindexed") == 60
-    versions, current = backend.versions("reindexed")
-    assert current == result.version and result.previous in versions
+    versions = backend.versions("reindexed")
+    [current] = [v for v in versions if v.serving]
+    assert (current.name, current.previous) == (result.version, result.previous)
+    assert result.previous in {v.name for v in versions}
     searcher.search("supersonic flow")
     assert searcher.embedder.name == report.model  # the searcher follows the index's recorded model
 
     back = CliRunner().invoke(cli, ["reindex", "--index", "reindexed", "--rollback", *args])
     assert back.exit_code == 0, back.output
     assert backend.meta("reindexed").model == DEFAULT_MODEL
-    with pytest.raises(HybridError, match="oldest kept version"):
+    with pytest.raises(HybridError, match="nothing to roll back to"):
         rollback("reindexed", backend)
 
     backend.delete("reindexed")  # every version goes, the ones kept for rollback too
     ingest_documents(documents[:5], "reindexed", backend, embedder, progress=False)
-    assert len(backend.versions("reindexed")[0]) == 1
+    assert len(backend.versions("reindexed")) == 1
 
 
 @pytest.mark.parametrize("pairs", ["corpus", "log queries"])

@@ -34,7 +34,8 @@ def small(tmp_path, embedder):
 @pytest.fixture(scope="module")
 def other_dimension_model(tmp_path_factory) -> str:
     """A real sentence-transformers model with 128-d output: the bundled one plus a projection."""
-    from sentence_transformers import SentenceTransformer, models
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer import modules as models
 
     base = SentenceTransformer(resolve_model_path(DEFAULT_MODEL))
     projected = SentenceTransformer(modules=[*base, models.Dense(384, 128)])
@@ -57,26 +58,14 @@ def test_other_dimension_is_refused_before_writing(small, other_dimension_model)
     assert backend.hashes("small") == before
 
 
-class FailingEmbedder(Embedder):
-    """The real model, failing on its second call, as a crash in the middle of an ingest would."""
-
-    calls = 0
-
-    def encode(self, texts, batch_size=32):
-        self.calls += 1
-        if self.calls == 2:
-            raise RuntimeError("encoder crashed")
-        return super().encode(texts, batch_size)
-
-
-def test_failure_midway_leaves_index_untouched(small, tmp_path, monkeypatch):
+def test_failure_midway_leaves_index_untouched(small, tmp_path, monkeypatch, failing_embedder):
     backend, _ = small
     before = backend.hashes("small")
     changed = tmp_path / "changed.jsonl"
     changed.write_text("".join(json.dumps({**d, "text": d["text"] + " (v2)"}) + "\n" for d in DOCS))
     monkeypatch.setattr("hybrid.ingest.ENCODE_CHUNK", 2)
     with pytest.raises(RuntimeError, match="encoder crashed"):
-        ingest(changed, "small", backend, FailingEmbedder(), progress=False)
+        ingest(changed, "small", backend, failing_embedder, progress=False)
     assert backend.hashes("small") == before
     assert Searcher("small", backend).search("wild yeast", k=1, mode="bm25")[0].source["text"].endswith("bacteria.")
 

@@ -6,8 +6,10 @@ OpenSearch cluster are interchangeable under them.
 
 from __future__ import annotations
 
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, field
 from types import TracebackType
 from typing import Any, Protocol
@@ -15,17 +17,34 @@ from typing import Any, Protocol
 import numpy as np
 
 from .. import __version__
+from ..documents import DEFAULT_TEXT_FIELDS
+from ..errors import HybridError
 
 SPACE_TYPE = "innerproduct"
 LEGS = ("bm25", "vector")
+MAX_INDEX_NAME_BYTES = 200
+"""OpenSearch allows 255 bytes; the rest is room for the ``_vN`` of numbered versions."""
+INDEX_NAME = re.compile(r"[a-z0-9][a-z0-9._-]*")
 
 Filters = Mapping[str, str | Sequence[str]]
 """Metadata filters: field -> value (or any of several values); every field must match."""
 
 
-def document_text(fields: Mapping[str, Any], text_fields: Sequence[str]) -> str:
-    """The text a document is embedded and BM25-indexed by: its non-empty text fields, one per line."""
-    return "\n".join(str(fields[name]) for name in text_fields if fields.get(name))
+def check_index_name(name: str) -> None:
+    """Refuse, before any request or file operation, a name that is not one index on both backends: ASCII
+    lower-case letters, digits, ``.``, ``_`` and ``-``, starting with a letter or digit (inside
+    OpenSearch's rules; no wildcard, comma, path separator, glob character, or Unicode that a file
+    system could fold into another name), and no ``_vN`` ending (hybrid's version names)."""
+    problem = None
+    if not INDEX_NAME.fullmatch(name):
+        problem = "it is empty or has other characters"
+    elif len(name) > MAX_INDEX_NAME_BYTES:
+        problem = f"it is {len(name)} bytes long (at most {MAX_INDEX_NAME_BYTES})"
+    elif re.search(r"_v\d+$", name):
+        problem = "it ends like one of hybrid's version names (_v1, _v2, ...)"
+    if problem:
+        raise HybridError(f"invalid index name {name!r}: {problem}; use lower-case letters, digits, '.', '_' "
+                          "and '-', starting with a letter or digit")
 
 
 @dataclass(frozen=True)
@@ -34,7 +53,7 @@ class IndexMeta:
 
     model: str
     dimension: int
-    text_fields: tuple[str, ...] = ("title", "text")
+    text_fields: tuple[str, ...] = DEFAULT_TEXT_FIELDS
     space_type: str = SPACE_TYPE
     version: str = __version__
 
@@ -44,7 +63,18 @@ class IndexMeta:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> IndexMeta:
         known = {name: data[name] for name in cls.__dataclass_fields__ if name in data}
-        return cls(**{**known, "text_fields": tuple(known.get("text_fields", ("title", "text")))})
+        return cls(**{**known, "text_fields": tuple(known.get("text_fields", DEFAULT_TEXT_FIELDS))})
+
+
+@dataclass(frozen=True)
+class Version:
+    """One version of an index: its name, the number the store gave it, the version it replaced on a
+    re-index (what ``rollback`` goes back to), and whether it serves now."""
+
+    name: str
+    number: int
+    previous: str | None
+    serving: bool
 
 
 @dataclass(frozen=True)
@@ -53,6 +83,17 @@ class IndexInfo:
     count: int
     meta: IndexMeta
     location: str
+    versions: list[Version] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """The version an index serves at one moment and what it was built with. A searcher pins its
+    query encoder to it, so a query vector only ever meets document vectors of the same model."""
+
+    index: str
+    version: str
+    meta: IndexMeta
 
 
 @dataclass(frozen=True)
@@ -124,9 +165,16 @@ class IndexWriter(ABC):
 
 
 class Backend(Protocol):
-    """An index store: local folder or OpenSearch cluster."""
+    """An index store: local folder or OpenSearch cluster.
+
+    Methods that read (``retrieve``, ``sources``) take a *target*: an index name, or a version name
+    from ``snapshot``, which keeps answering from that version even after the index moves on."""
 
     location: str
+    snapshot_ttl_s: float
+    """How long a searcher may keep using a snapshot before taking a new one."""
+    max_depth: int | None
+    """The most hits one leg can return (None: no limit)."""
 
     def names(self) -> list[str]: ...
 
@@ -140,6 +188,12 @@ class Backend(Protocol):
 
     def delete(self, index: str) -> None: ...
 
+    def lock(self, index: str) -> AbstractContextManager[None]:
+        """Held by a writer from reading the current version to the swap, so writers take turns."""
+        ...
+
+    def snapshot(self, index: str) -> Snapshot: ...
+
     def hashes(self, index: str) -> dict[str, str]:
         """Content hash of every stored document, so unchanged documents need no new embedding."""
         ...
@@ -148,12 +202,12 @@ class Backend(Protocol):
         """Open a writer, creating the index if it does not exist."""
         ...
 
-    def retrieve(self, index: str, query: LegQuery) -> dict[str, list[LegHit]]:
+    def retrieve(self, target: str, query: LegQuery) -> dict[str, list[LegHit]]:
         """Run the requested legs, best first, keyed "bm25" and "vector" (ids and scores only: fetching
         every candidate's fields would cost more than the search itself)."""
         ...
 
-    def sources(self, index: str, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+    def sources(self, target: str, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
         """The fields of the given documents (those still in the index)."""
         ...
 
@@ -169,6 +223,6 @@ class Backend(Protocol):
         """Point ``index`` at ``version`` atomically; queries keep working throughout."""
         ...
 
-    def versions(self, index: str) -> tuple[list[str], str]:
-        """All versions of ``index``, oldest first, and the one it points at now."""
+    def versions(self, index: str) -> list[Version]:
+        """All versions of ``index``, oldest first."""
         ...

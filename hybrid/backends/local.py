@@ -4,20 +4,31 @@ BM25 uses bm25s with Lucene's scoring and an analyzer that mirrors OpenSearch's 
 (lower-casing, Lucene's English stop words, Porter stemming), so local and cluster rankings agree.
 Vectors are a float32 matrix searched by exact inner product.
 
-Layout: ``DATA_DIR/NAME`` is a symbolic link to a version folder ``DATA_DIR/.NAME@<stamp>``. A write
-builds a whole new version and then swaps the link in one atomic rename, so a failed ingest leaves
-the previous version untouched and readers never see a half-written index.
+Layout under ``DATA_DIR``:
+
+- ``NAME``: a symbolic link to the version that serves, swapped by one atomic rename;
+- ``.NAME@000007-1a2b3c4d``: a complete version, numbered by the store (never by a clock), with
+  ``version.json`` naming the version it replaced on a re-index (what ``rollback`` returns to);
+- ``.NAME@tmp-…``: a version being written; it gets its final name only once every file is flushed to
+  disk, so a killed write never leaves anything that looks like a version, and the next write removes it
+  (``.NAME@link-…``, a link staged for the swap, likewise);
+- ``.NAME.lock``: held by every writer from reading the current version to the swap, so that writers
+  of one index (in any process) take turns and none loses another's documents.
+
+Readers take no lock: they follow the link to a complete version.
 """
 
 from __future__ import annotations
 
+import copy
 import json
+import logging
 import os
 import re
 import shutil
-import time
 import uuid
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -26,8 +37,10 @@ from typing import Any
 import bm25s
 import numpy as np
 import Stemmer
+from filelock import FileLock, Timeout
 
-from ..errors import IndexNotFoundError
+from ..documents import document_text
+from ..errors import HybridError, IndexNotFoundError, VersionGoneError
 from .base import (
     Filters,
     IndexInfo,
@@ -35,9 +48,11 @@ from .base import (
     IndexWriter,
     LegHit,
     LegQuery,
+    Snapshot,
     StoredDocument,
+    Version,
     WriteFailure,
-    document_text,
+    check_index_name,
 )
 
 DEFAULT_DATA_DIR = Path.home() / ".hybrid" / "indexes"
@@ -48,7 +63,14 @@ LUCENE_ENGLISH_STOP_WORDS = (
     "these they this to was will with"
 ).split()
 
-META_FILE, DOCUMENTS_FILE, VECTORS_FILE, BM25_FOLDER = "meta.json", "documents.jsonl", "vectors.npy", "bm25"
+META_FILE, VERSION_FILE, DOCUMENTS_FILE, VECTORS_FILE, BM25_FOLDER = (
+    "meta.json", "version.json", "documents.jsonl", "vectors.npy", "bm25")
+VERSION_SUFFIX = re.compile(r"(?:(?P<number>\d{6,})|(?P<stamp>\d{8}T\d{6}))-[0-9a-f]{8}")
+"""``000007-1a2b3c4d``; or ``20261130T150102-1a2b3c4d``, a version written before versions were numbered
+(number 0, ordered by name, each replacing the one before it), kept so that an upgrade loses nothing."""
+LOAD_ATTEMPTS = 5
+"""Times a reader follows the link again when a writer removed the version it was about to load."""
+log = logging.getLogger("hybrid")
 
 
 class EnglishAnalyzer:
@@ -78,18 +100,39 @@ class _Row:
 
 
 class LocalIndex:
-    """One loaded version of an index: documents, vectors and the BM25 matrix, all in memory."""
+    """One loaded version of an index: documents, vectors and the BM25 matrix, all in memory, checked to
+    agree with each other (a version that does not is refused, never searched)."""
 
     def __init__(self, folder: Path, analyzer: EnglishAnalyzer) -> None:
         self.folder = folder
         self.meta = IndexMeta.from_dict(json.loads((folder / META_FILE).read_text()))
-        records = [json.loads(line) for line in (folder / DOCUMENTS_FILE).read_text(encoding="utf-8").splitlines()]
+        self.version = _read_version_file(folder)
+        with (folder / DOCUMENTS_FILE).open("rb") as lines:
+            records = [json.loads(line) for line in lines]
         self.ids: list[str] = [record["id"] for record in records]
         self.hashes: list[str] = [record["hash"] for record in records]
         self.fields: list[dict[str, Any]] = [record["fields"] for record in records]
         self.vectors: np.ndarray = np.load(folder / VECTORS_FILE)
-        self.bm25 = bm25s.BM25.load(folder / BM25_FOLDER, show_progress=False) if self.ids else None
+        # Whether there is a BM25 index comes from version.json, not from looking: a folder a writer is
+        # removing meanwhile must fail to load (and be loaded again), not look like a damaged version.
+        has_bm25 = self.version.get("bm25", bool(self.ids))
+        self.bm25 = bm25s.BM25.load(folder / BM25_FOLDER, show_progress=False) if has_bm25 else None
         self.analyzer = analyzer
+        self._check()
+
+    def _check(self) -> None:
+        count = len(self.ids)
+        problems = []
+        if len(set(self.ids)) != count:
+            problems.append("duplicate document ids")
+        if self.vectors.ndim != 2 or self.vectors.shape != (count, self.meta.dimension):
+            problems.append(f"vectors of shape {self.vectors.shape} for {count} documents of dimension "
+                            f"{self.meta.dimension}")
+        if self.bm25 is not None and int(self.bm25.scores["num_docs"]) != count:
+            problems.append(f"a BM25 index of {self.bm25.scores['num_docs']} documents for {count}")
+        if problems:
+            raise HybridError(f"index version {self.folder} is damaged ({'; '.join(problems)}): roll back "
+                              "(hybrid reindex --rollback) or ingest again into a new index")
 
     def text(self, row: int) -> str:
         """The text row ``row`` was embedded from."""
@@ -122,7 +165,7 @@ class LocalIndex:
 
     def bm25_scores(self, text: str) -> np.ndarray:
         if self.bm25 is None:
-            return np.zeros(0, dtype=np.float32)
+            return np.zeros(len(self.ids), dtype=np.float32)
         terms = [term for term in self.analyzer.terms([text])[0] if term in self.bm25.vocab_dict]
         if not terms:
             return np.zeros(len(self.ids), dtype=np.float32)
@@ -143,6 +186,11 @@ class LocalIndex:
         return {doc_id: row for row, doc_id in enumerate(self.ids)}
 
 
+def _read_version_file(folder: Path) -> dict[str, Any]:
+    path = folder / VERSION_FILE
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
 def _flatten(fields: dict[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
     """Nested objects as dotted names (``metadata.author``), as OpenSearch addresses them."""
     for name, value in fields.items():
@@ -157,18 +205,31 @@ def _filter_key(value: Any) -> str:
     return json.dumps(value) if isinstance(value, bool) else str(value)
 
 
+def _fsync(path: Path) -> None:
+    """Flush a file or a folder's entries to disk: a version is announced only once it is durable."""
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
 class LocalBackend:
-    """Indexes as folders under ``data_dir``; each loaded index is cached until its version changes."""
+    """Indexes as folders under ``data_dir``; the serving version of each is cached until it changes."""
+
+    snapshot_ttl_s = 0.0
+    """Following the link costs microseconds, so a searcher looks at it on every query."""
+    max_depth: int | None = None
 
     def __init__(self, data_dir: str | Path | None = None) -> None:
         self.data_dir = Path(data_dir or os.environ.get("HYBRID_DATA_DIR") or DEFAULT_DATA_DIR).expanduser()
         self.location = str(self.data_dir)
         self.analyzer = EnglishAnalyzer()
         self._loaded: dict[str, LocalIndex] = {}
+        self._locks: dict[str, FileLock] = {}
 
     def _link(self, index: str) -> Path:
-        if not index or index.startswith(".") or "/" in index or "@" in index:
-            raise ValueError(f"invalid index name {index!r}: use letters, digits, '-' and '_'")
+        check_index_name(index)
         return self.data_dir / index
 
     def names(self) -> list[str]:
@@ -179,16 +240,58 @@ class LocalBackend:
     def exists(self, index: str) -> bool:
         return self._link(index).is_symlink()
 
-    def load(self, index: str) -> LocalIndex:
-        """The current version of ``index``, reloaded only when a write has swapped in a new one."""
-        link = self._link(index)
-        if not link.is_symlink():
-            raise IndexNotFoundError(index, str(self.data_dir))
-        folder = link.parent / os.readlink(link)
-        cached = self._loaded.get(index)
-        if cached is None or cached.folder != folder:
-            cached = self._loaded[index] = LocalIndex(folder, self.analyzer)
-        return cached
+    @contextmanager
+    def lock(self, index: str) -> Iterator[None]:
+        """Hold the index's writer lock (waiting, and saying so, while another process holds it)."""
+        self._link(index)
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        lock = self._locks.setdefault(index, FileLock(self.data_dir / f".{index}.lock"))
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            log.warning("index %r is being written by another process; waiting for it to finish", index)
+            lock.acquire()
+        try:
+            yield
+        finally:
+            lock.release()
+
+    def snapshot(self, index: str) -> Snapshot:
+        loaded = self.load(index)
+        return Snapshot(index, loaded.folder.name, loaded.meta)
+
+    def load(self, target: str) -> LocalIndex:
+        """A loaded version: ``target`` is an index (its serving version) or a version's name.
+
+        A writer may remove the version a reader is about to load; then the link is followed again."""
+        for _ in range(LOAD_ATTEMPTS):
+            folder = self._folder(target)
+            index = target[1:].partition("@")[0] if target.startswith(".") else target
+            cached = self._loaded.get(index)
+            if cached is not None and cached.folder == folder:
+                return cached
+            try:
+                loaded = LocalIndex(folder, self.analyzer)
+            except (FileNotFoundError, HybridError) as error:
+                if target.startswith("."):
+                    raise VersionGoneError(f"index version {folder} is gone") from None
+                if self._folder(target) != folder:  # a writer swapped versions meanwhile: follow the link
+                    continue
+                if isinstance(error, HybridError):
+                    raise
+                raise HybridError(f"index version {folder} is incomplete: {error.filename} is missing") from None
+            self._loaded[index] = loaded
+            return loaded
+        raise HybridError(f"index {target!r} changed {LOAD_ATTEMPTS} times while being loaded; try again")
+
+    def _folder(self, target: str) -> Path:
+        if target.startswith("."):
+            return self.data_dir / target
+        link = self._link(target)
+        try:
+            return link.parent / os.readlink(link)
+        except FileNotFoundError:
+            raise IndexNotFoundError(target, str(self.data_dir)) from None
 
     def meta(self, index: str) -> IndexMeta:
         return self.load(index).meta
@@ -198,15 +301,63 @@ class LocalBackend:
 
     def info(self, index: str) -> IndexInfo:
         loaded = self.load(index)
-        return IndexInfo(index, len(loaded.ids), loaded.meta, str(loaded.folder))
+        return IndexInfo(index, len(loaded.ids), loaded.meta, str(loaded.folder), self.versions(index))
 
     def delete(self, index: str) -> None:
         """Delete the index with every version folder, the ones kept for rollback included."""
-        versions, _ = self.versions(index)
-        self._link(index).unlink()
-        for version in versions:
-            shutil.rmtree(self.data_dir / version, ignore_errors=True)
-        self._loaded.pop(index, None)
+        with self.lock(index):
+            link = self._link(index)
+            if not link.is_symlink():
+                raise IndexNotFoundError(index, str(self.data_dir))
+            link.unlink()
+            for entry in self._own_entries(index):
+                shutil.rmtree(entry, ignore_errors=True)
+            self._loaded.pop(index, None)
+
+    def _own_entries(self, index: str) -> list[Path]:
+        """Every folder and staged link of ``index`` (exact name match: never another index's)."""
+        if not self.data_dir.is_dir():
+            return []
+        return [p for p in self.data_dir.iterdir() if p.name.startswith(f".{index}@")]
+
+    def _version_folders(self, index: str) -> list[tuple[int, Path]]:
+        """Complete versions of ``index``, oldest first."""
+        prefix = f".{index}@"
+        found = []
+        for path in self._own_entries(index):
+            if match := VERSION_SUFFIX.fullmatch(path.name.removeprefix(prefix)):
+                found.append((int(match.group("number") or 0), path))
+        return sorted(found)
+
+    def _previous(self, folder: Path) -> str | None:
+        """The version ``folder`` replaced on a re-index; for an unnumbered (older) version, the one before it."""
+        recorded = _read_version_file(folder)
+        if recorded:
+            return recorded.get("previous")
+        index = folder.name[1:].partition("@")[0]
+        older = [path.name for number, path in self._version_folders(index) if number == 0 and path.name < folder.name]
+        return older[-1] if older else None
+
+    def versions(self, index: str) -> list[Version]:
+        serving = self._folder(index).name
+        return [Version(path.name, number, self._previous(path), path.name == serving)
+                for number, path in self._version_folders(index)]
+
+    def collect_garbage(self, index: str) -> None:
+        """Remove what no reader or rollback can reach: folders of killed writes, staged links, and
+        versions outside the serving one's chain of previous versions. Call it holding the lock."""
+        keep: set[str] = set()
+        if self.exists(index):
+            name: str | None = self._folder(index).name
+            while name and name not in keep:
+                keep.add(name)
+                name = self._previous(self.data_dir / name)
+        for entry in self._own_entries(index):
+            if entry.name not in keep:
+                if entry.is_symlink() or entry.is_file():
+                    entry.unlink(missing_ok=True)
+                else:
+                    shutil.rmtree(entry, ignore_errors=True)
 
     def hashes(self, index: str) -> dict[str, str]:
         loaded = self.load(index)
@@ -215,9 +366,10 @@ class LocalBackend:
     def writer(self, index: str, meta: IndexMeta) -> LocalWriter:
         return LocalWriter(self, index, meta)
 
-    def sources(self, index: str, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
-        loaded = self.load(index)
-        return {doc_id: loaded.fields[loaded.rows[doc_id]] for doc_id in ids if doc_id in loaded.rows}
+    def sources(self, target: str, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """Copies: a caller that edits a hit's source must not change the loaded index (or the next write)."""
+        loaded = self.load(target)
+        return {doc_id: copy.deepcopy(loaded.fields[loaded.rows[doc_id]]) for doc_id in ids if doc_id in loaded.rows}
 
     def documents(self, index: str) -> Iterator[tuple[str, dict[str, Any]]]:
         loaded = self.load(index)
@@ -225,20 +377,15 @@ class LocalBackend:
 
     def new_version(self, index: str, meta: IndexMeta) -> tuple[str, LocalWriter]:
         writer = LocalWriter(self, index, meta, fresh=True)
-        return writer.folder.name, writer
+        return writer.final.name, writer
 
     def switch(self, index: str, version: str) -> None:
-        folder = self.data_dir / version
-        if not folder.is_dir() or not version.startswith(f".{index}@"):
-            raise ValueError(f"{version!r} is not a version of index {index!r}")
-        self.swap(index, folder)
+        if version not in {v.name for v in self.versions(index)}:
+            raise HybridError(f"{version!r} is not a version of index {index!r}")
+        self.swap(index, self.data_dir / version)  # what it leaves unreachable goes at the next write
 
-    def versions(self, index: str) -> tuple[list[str], str]:
-        current = self.load(index).folder.name
-        return sorted(p.name for p in self.data_dir.glob(f".{index}@*") if p.is_dir()), current
-
-    def retrieve(self, index: str, query: LegQuery) -> dict[str, list[LegHit]]:
-        loaded = self.load(index)
+    def retrieve(self, target: str, query: LegQuery) -> dict[str, list[LegHit]]:
+        loaded = self.load(target)
         mask = loaded.mask(query.filters)
         legs: dict[str, list[LegHit]] = {}
         if query.text is not None:
@@ -247,32 +394,44 @@ class LocalBackend:
             legs["vector"] = loaded.top(loaded.vectors @ query.vector, query.k, mask, positive_only=False)
         return legs
 
-    def swap(self, index: str, folder: Path) -> Path | None:
-        """Point ``index`` at ``folder`` in one atomic rename; return the folder it pointed at before."""
+    def serves(self, index: str, folder: Path) -> bool:
+        return self.exists(index) and self._folder(index) == folder
+
+    def next_number(self, index: str) -> int:
+        folders = self._version_folders(index)
+        return folders[-1][0] + 1 if folders else 1
+
+    def swap(self, index: str, folder: Path) -> None:
+        """Point ``index`` at ``folder`` in one atomic rename, durable once this returns."""
         link = self._link(index)
-        previous = link.parent / os.readlink(link) if link.is_symlink() else None
-        staged = link.with_name(f".{index}.{uuid.uuid4().hex}.link")
+        staged = link.with_name(f".{index}@link-{uuid.uuid4().hex}")
         staged.symlink_to(folder.name)
         os.replace(staged, link)
-        return previous
+        _fsync(self.data_dir)
 
 
 class LocalWriter(IndexWriter):
     """Collects documents in memory, then writes a complete new version folder on commit.
 
-    A plain writer starts from the current version, swaps the new one in and removes the old; a
-    ``fresh`` one (a re-index) starts empty and leaves switching, and the old version, to the caller.
+    The caller holds the index's lock from before the writer is made (it reads the serving version)
+    until after the commit. A plain writer starts from the serving version and swaps the new one in
+    (the one it replaces is removed); a ``fresh`` one (a re-index) starts empty, records the serving
+    version as its previous one, and leaves switching to the caller.
     """
 
     def __init__(self, backend: LocalBackend, index: str, meta: IndexMeta, fresh: bool = False) -> None:
         self._backend, self._index, self._meta, self._fresh = backend, index, meta, fresh
-        stamp = time.strftime("%Y%m%dT%H%M%S")
-        self.folder = backend.data_dir / f".{index}@{stamp}-{uuid.uuid4().hex[:8]}"
+        number = backend.next_number(index)  # before collecting garbage, which may remove the newest one
+        backend.collect_garbage(index)
+        self.final = backend.data_dir / f".{index}@{number:06d}-{uuid.uuid4().hex[:8]}"
+        self._version: dict[str, Any] = {"number": number, "previous": None}
         self._rows: dict[str, _Row] = {}
-        if backend.exists(index) and not fresh:
+        if backend.exists(index):
             current = backend.load(index)
-            rows = zip(current.ids, current.fields, current.hashes, current.vectors)
-            self._rows = {doc_id: _Row(fields, doc_hash, vector) for doc_id, fields, doc_hash, vector in rows}
+            self._version["previous"] = current.folder.name if fresh else backend._previous(current.folder)
+            if not fresh:
+                rows = zip(current.ids, current.fields, current.hashes, current.vectors)
+                self._rows = {doc_id: _Row(fields, doc_hash, vector) for doc_id, fields, doc_hash, vector in rows}
 
     def write(self, documents: Sequence[StoredDocument]) -> None:
         for document in documents:
@@ -282,31 +441,48 @@ class LocalWriter(IndexWriter):
             self._rows[document.id] = _Row(document.fields, document.hash, document.vector)
 
     def commit(self) -> list[WriteFailure]:
-        self.folder.mkdir(parents=True)
+        """Write the version under a temporary name, flush it, give it its final name, then swap."""
+        data_dir = self._backend.data_dir
+        staging = data_dir / f".{self._index}@tmp-{uuid.uuid4().hex}"
         try:
-            self._write_version(self.folder)
-            previous = None if self._fresh else self._backend.swap(self._index, self.folder)
-        except BaseException:
-            shutil.rmtree(self.folder, ignore_errors=True)
-            raise
-        if previous is not None and previous != self.folder:
-            shutil.rmtree(previous, ignore_errors=True)
+            staging.mkdir(parents=True)
+            self._write_version(staging)
+            os.rename(staging, self.final)
+            _fsync(data_dir)
+            if not self._fresh:
+                self._backend.swap(self._index, self.final)
+        except OSError as error:
+            shutil.rmtree(staging, ignore_errors=True)
+            if not self._backend.serves(self._index, self.final):
+                shutil.rmtree(self.final, ignore_errors=True)
+            reason = error.strerror or f"{error}: is the disk full?"  # numpy reports a short write without errno
+            raise HybridError(f"cannot write index {self._index!r} in {data_dir} ({reason}); nothing was "
+                              "changed: it still serves its previous version") from None
+        if not self._fresh:
+            self._backend.collect_garbage(self._index)
         return []
 
     def _write_version(self, folder: Path) -> None:
         ids = list(self._rows)
         rows = [self._rows[doc_id] for doc_id in ids]
+        terms = self._backend.analyzer.terms([document_text(row.fields, self._meta.text_fields) for row in rows])
+        has_bm25 = any(terms)  # bm25s cannot index a corpus without a single term
         (folder / META_FILE).write_text(json.dumps(self._meta.to_dict(), indent=2))
-        with (folder / DOCUMENTS_FILE).open("w", encoding="utf-8") as out:
-            for doc_id, row in zip(ids, rows):
-                out.write(json.dumps({"id": doc_id, "hash": row.hash, "fields": row.fields}, ensure_ascii=False) + "\n")
+        (folder / VERSION_FILE).write_text(json.dumps({**self._version, "bm25": has_bm25}))
+        with (folder / DOCUMENTS_FILE).open("w", encoding="ascii") as out:
+            for doc_id, row in zip(ids, rows):  # ASCII JSON: any text, lone surrogates too, stays one line
+                out.write(json.dumps({"id": doc_id, "hash": row.hash, "fields": row.fields}) + "\n")
         vectors = np.stack([row.vector for row in rows]) if rows else np.zeros((0, self._meta.dimension))
         np.save(folder / VECTORS_FILE, vectors.astype(np.float32))
-        if rows:
-            texts = [document_text(row.fields, self._meta.text_fields) for row in rows]
+        if has_bm25:
             bm25 = bm25s.BM25(method="lucene")
-            bm25.index(self._backend.analyzer.terms(texts), show_progress=False)
+            bm25.index(terms, show_progress=False)
             bm25.save(folder / BM25_FOLDER, show_progress=False)
+        for path in [*folder.rglob("*"), folder]:  # files, and the folders' entries
+            _fsync(path)
 
     def abort(self) -> None:
+        """Forget what was written; a re-index's new version, even if committed, is never switched to."""
         self._rows.clear()
+        if self._fresh:
+            shutil.rmtree(self.final, ignore_errors=True)

@@ -7,27 +7,60 @@ The index mapping is ``hybrid/mappings/index.json`` (linked as ``mappings/`` at 
 from __future__ import annotations
 
 import json
+import logging
 import os
+import re
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
-from opensearchpy import OpenSearch, helpers
+from opensearchpy import JSONSerializer, OpenSearch, helpers
 from opensearchpy import exceptions as os_errors
 
-from ..errors import HybridError, IndexNotFoundError
-from .base import Filters, IndexInfo, IndexMeta, IndexWriter, LegHit, LegQuery, StoredDocument, WriteFailure
+from ..documents import INTERNAL_FIELDS
+from ..errors import HybridError, IndexNotFoundError, VersionGoneError
+from .base import (
+    Filters,
+    IndexInfo,
+    IndexMeta,
+    IndexWriter,
+    LegHit,
+    LegQuery,
+    Snapshot,
+    StoredDocument,
+    Version,
+    WriteFailure,
+    check_index_name,
+)
 
-VECTOR_FIELD, HASH_FIELD, ID_FIELD, TEXT_FIELD = "hybrid_vector", "hybrid_hash", "doc_id", "hybrid_text"
-INTERNAL_FIELDS = [VECTOR_FIELD, HASH_FIELD, ID_FIELD]
+ID_FIELD, HASH_FIELD, TEXT_FIELD, VECTOR_FIELD = INTERNAL_FIELDS
+STORED_ONLY = [VECTOR_FIELD, HASH_FIELD, ID_FIELD]
+"""Internal fields kept in each document's source, and left out of what searches return."""
 RETRY_STATUSES = (429, 502, 503, 504)
+MAX_RESULT_WINDOW = 10_000
+"""OpenSearch's default index.max_result_window and the k-NN plugin's largest k."""
+VERSION_NAME = re.compile(r"(?P<index>.+)_v(?P<number>\d+)")
 T = TypeVar("T")
+log = logging.getLogger("hybrid")
+
+
+class AsciiJSONSerializer(JSONSerializer):
+    """Request bodies as ASCII JSON: text may hold lone surrogates (a JSON escape can make one), which have
+    no UTF-8 form, so the client's UTF-8 bodies would fail on them; escaped, OpenSearch keeps them as sent."""
+
+    def dumps(self, data: Any) -> Any:
+        if isinstance(data, str):
+            return data
+        try:
+            return json.dumps(data, default=self.default, separators=(",", ":"))
+        except (ValueError, TypeError) as error:
+            raise os_errors.SerializationError(data, error) from None
 
 
 @dataclass(frozen=True)
@@ -40,9 +73,14 @@ class Connection:
     verify_certs: bool = True
     ca_certs: str | None = None
     engine: str = "lucene"
-    timeout: float = 60.0
+    timeout: float = 10.0
+    """Seconds a request may take (bulk requests get ``write_timeout``)."""
+    write_timeout: float = 120.0
     retries: int = 5
-    """Attempts, with exponential backoff from 1 s, for a request that fails with 429, 5xx or no answer."""
+    """Attempts for a write that fails with 429, 5xx or no answer, waiting 1, 2, 4, 8 s between them."""
+    search_attempts: int = 2
+    """Attempts for a search: a search against a cluster that is down fails within
+    ``search_attempts * timeout`` seconds (about a second when nothing listens at the URL)."""
 
     @classmethod
     def from_env(cls, url: str | None = None, **overrides: Any) -> Connection:
@@ -67,23 +105,31 @@ class Connection:
 
     def client(self) -> OpenSearch:
         auth = (self.user, self.password or "") if self.user else None
-        return OpenSearch(
+        return OpenSearch(  # no retries inside the client: ours are the only ones, so their time is bounded
             hosts=[self.url], http_auth=auth, verify_certs=self.verify_certs, ca_certs=self.ca_certs,
-            ssl_show_warn=self.verify_certs, timeout=self.timeout, http_compress=True,
+            ssl_show_warn=self.verify_certs, timeout=self.timeout, http_compress=True, max_retries=0,
+            serializer=AsciiJSONSerializer(),
         )
 
 
-def index_body(meta: IndexMeta, engine: str) -> dict[str, Any]:
-    """The mapping file with this index's dimension, engine, text fields and ``_meta`` filled in."""
+def index_body(meta: IndexMeta, engine: str, previous: str | None = None) -> dict[str, Any]:
+    """The mapping file with this index's dimension, engine, text fields and ``_meta`` filled in;
+    ``previous`` is the version a re-index replaces (what rollback returns to)."""
     body = json.loads(resources.files("hybrid").joinpath("mappings/index.json").read_text())
     properties = body["mappings"]["properties"]
-    for name in meta.text_fields:
+    for name in meta.text_fields:  # exactly these fields feed the BM25 leg, as in the embedded index
         properties[name] = {"type": "text", "analyzer": "english", "copy_to": TEXT_FIELD}
     properties[VECTOR_FIELD]["dimension"] = meta.dimension
     properties[VECTOR_FIELD]["method"]["space_type"] = meta.space_type
     properties[VECTOR_FIELD]["method"]["engine"] = engine
-    body["mappings"]["_meta"] = {"hybrid": meta.to_dict()}
+    body["mappings"]["_meta"] = {"hybrid": meta.to_dict(), "hybrid_version": {"previous": previous}}
     return body
+
+
+def check_target_name(target: str) -> None:
+    """An index name, or one of its numbered versions (``NAME_v3``)."""
+    match = VERSION_NAME.fullmatch(target)
+    check_index_name(match.group("index") if match else target)
 
 
 def inner_product(score: float) -> float:
@@ -98,7 +144,15 @@ def filter_clauses(filters: Filters) -> list[dict[str, Any]]:
 
 
 class OpenSearchBackend:
-    """Indexes on an OpenSearch cluster; same interface as the local backend."""
+    """Indexes on an OpenSearch cluster; same interface as the local backend.
+
+    An index ``NAME`` is an alias over numbered versions ``NAME_vN``; only indexes whose mapping carries
+    ``_meta.hybrid`` are ever listed, written or deleted, so other applications' indexes are safe.
+    """
+
+    snapshot_ttl_s = 10.0
+    """Finding the serving version costs round trips, so a searcher re-checks it this often."""
+    max_depth: int | None = MAX_RESULT_WINDOW
 
     def __init__(self, connection: Connection) -> None:
         self.connection = connection
@@ -112,8 +166,12 @@ class OpenSearchBackend:
             yield
         except os_errors.NotFoundError as error:
             if index is not None and error.error == "index_not_found_exception":
+                if VERSION_NAME.fullmatch(index):
+                    raise VersionGoneError(f"{index} is gone from {self.location}") from None
                 raise IndexNotFoundError(index, self.location) from None
-            raise
+            if not isinstance(error.info, dict):
+                raise self._not_opensearch(error.status_code) from None
+            raise HybridError(f"OpenSearch at {self.location}: {error.error} ({_reason(error)})") from None
         except (os_errors.AuthenticationException, os_errors.AuthorizationException):
             raise HybridError(
                 f"OpenSearch at {self.location} refused the credentials: set OPENSEARCH_USER and "
@@ -125,18 +183,32 @@ class OpenSearchBackend:
                 "start it (docker/opensearch-node.sh start, or docker compose -f docker/docker-compose.yml up -d) "
                 "or point --opensearch / OPENSEARCH_URL at a running cluster"
             ) from None
+        except os_errors.SerializationError:
+            raise self._not_opensearch(200) from None
+        except os_errors.TransportError as error:
+            if not isinstance(error.info, dict):
+                raise self._not_opensearch(error.status_code) from None
+            raise HybridError(f"OpenSearch at {self.location} answered {error.status_code} {error.error}: "
+                              f"{_reason(error)}") from None
 
-    def _with_retries(self, call: Callable[[], T]) -> T:
-        """Retry 429, 5xx and lost connections with exponential backoff; re-raise the last failure."""
-        for attempt in range(self.connection.retries):
+    def _not_opensearch(self, status: Any) -> HybridError:
+        return HybridError(f"{self.location} answered HTTP {status} without an OpenSearch response: is it an "
+                           "OpenSearch cluster? Point --opensearch / OPENSEARCH_URL at one")
+
+    def _with_retries(self, call: Callable[[], T], attempts: int, what: str) -> T:
+        """Retry 429, 5xx and lost connections, waiting 1, 2, 4 ... s (saying so); re-raise the last failure."""
+        for attempt in range(1, attempts + 1):
             try:
                 return call()
             except (os_errors.ConnectionError, os_errors.TransportError) as error:
                 status = error.status_code if isinstance(error.status_code, int) else None
                 retriable = isinstance(error, os_errors.ConnectionError) or status in RETRY_STATUSES
-                if not retriable or attempt == self.connection.retries - 1:
+                if not retriable or attempt == attempts:
                     raise
-                time.sleep(2**attempt)
+                pause = 2 ** (attempt - 1)
+                log.warning("%s: OpenSearch at %s did not answer (%s); trying again in %d s (attempt %d of %d)",
+                            what, self.location, status or type(error).__name__, pause, attempt + 1, attempts)
+                time.sleep(pause)
         raise AssertionError("unreachable")
 
     def names(self) -> list[str]:
@@ -146,45 +218,96 @@ class OpenSearchBackend:
             aliases = self.client.indices.get_alias(index="*", expand_wildcards="open")
         names = set()
         for concrete, body in mappings.items():
-            if "hybrid" in body["mappings"].get("_meta", {}):
-                names.update(aliases.get(concrete, {}).get("aliases") or [concrete])
+            alias = aliases.get(concrete, {}).get("aliases")
+            if "hybrid" in body["mappings"].get("_meta", {}) and (alias or not VERSION_NAME.fullmatch(concrete)):
+                names.update(alias or [concrete])  # a version kept for rollback is no index of its own
         return sorted(names)
 
     def exists(self, index: str) -> bool:
+        check_index_name(index)
         with self._errors():
             return bool(self.client.indices.exists(index=index))
 
-    def meta(self, index: str) -> IndexMeta:
+    def _serving(self, index: str) -> str:
+        """The concrete index that ``index`` (an alias, or a plain index) stands for."""
+        check_index_name(index)
         with self._errors(index):
-            mappings = self.client.indices.get_mapping(index=index)
-        recorded = next(iter(mappings.values()))["mappings"].get("_meta", {}).get("hybrid")
+            try:
+                current = sorted(self.client.indices.get_alias(name=index))
+            except os_errors.NotFoundError as error:
+                if not isinstance(error.info, dict):  # not OpenSearch's "alias missing": let _errors say so
+                    raise
+                current = []
+            if not current and self.client.indices.exists(index=index):
+                return index
+        if len(current) > 1:
+            raise HybridError(f"{index!r} is an alias of {len(current)} indexes {current}, not of one")
+        if not current:
+            raise IndexNotFoundError(index, self.location)
+        return current[0]
+
+    def _mapping_meta(self, concrete: str) -> dict[str, Any]:
+        with self._errors(concrete):
+            mappings = self.client.indices.get_mapping(index=concrete)
+        return next(iter(mappings.values()))["mappings"].get("_meta", {})
+
+    def _hybrid_meta(self, index: str, concrete: str) -> IndexMeta:
+        recorded = self._mapping_meta(concrete).get("hybrid")
         if recorded is None:
             raise HybridError(f"index {index!r} at {self.location} was not created by hybrid (no _meta.hybrid)")
         return IndexMeta.from_dict(recorded)
 
+    def snapshot(self, index: str) -> Snapshot:
+        concrete = self._serving(index)
+        return Snapshot(index, concrete, self._hybrid_meta(index, concrete))
+
+    def meta(self, index: str) -> IndexMeta:
+        return self.snapshot(index).meta
+
     def count(self, index: str) -> int:
+        check_index_name(index)
         with self._errors(index):
             return int(self.client.count(index=index)["count"])
 
     def info(self, index: str) -> IndexInfo:
-        return IndexInfo(index, self.count(index), self.meta(index), f"{self.location}/{index}")
+        return IndexInfo(index, self.count(index), self.meta(index), f"{self.location}/{index}", self.versions(index))
+
+    def lock(self, index: str) -> nullcontext[None]:
+        """No lock: documents are upserted in place, and the cluster orders concurrent writes."""
+        return nullcontext()
 
     def delete(self, index: str) -> None:
-        """Delete the index: every version behind its alias, the ones kept for rollback included."""
+        """Delete the index: every version behind its alias, the ones kept for rollback included.
+        Refuses, deleting nothing, when any of them was not created by hybrid."""
+        targets = {version.name for version in self.versions(index)} | {self._serving(index)}
+        foreign = sorted(name for name in targets if "hybrid" not in self._mapping_meta(name))
+        if foreign:
+            raise HybridError(f"{', '.join(foreign)} at {self.location} was not created by hybrid; not deleting it")
         with self._errors(index):
-            targets = set(self._numbered_versions(index))
-            if self.client.indices.exists(index=index):
-                targets |= set(self.client.indices.get(index=index))
-            if not targets:
-                raise IndexNotFoundError(index, self.location)
-            self.client.indices.delete(index=",".join(sorted(targets)))
+            self.client.indices.delete(index=",".join(sorted(targets)), params={"expand_wildcards": "none"})
 
-    def _numbered_versions(self, index: str) -> list[str]:
-        found = self.client.indices.get(index=f"{index}_v*", expand_wildcards="open")
-        numbered = [name for name in found if name.removeprefix(f"{index}_v").isdigit()]
-        return sorted(numbered, key=lambda name: int(name.removeprefix(f"{index}_v")))
+    def _numbered_versions(self, index: str) -> dict[int, dict[str, Any]]:
+        """number -> ``_meta`` of each ``INDEX_vN`` that hybrid created."""
+        with self._errors():
+            found = self.client.indices.get_mapping(index=f"{index}_v*", expand_wildcards="open",
+                                                    params={"allow_no_indices": "true"})
+        numbered = {}
+        for name, body in found.items():
+            match = VERSION_NAME.fullmatch(name)
+            meta = body["mappings"].get("_meta", {})
+            if match and match.group("index") == index and "hybrid" in meta:
+                numbered[int(match.group("number"))] = meta
+        return numbered
+
+    def versions(self, index: str) -> list[Version]:
+        """The ``INDEX_vN`` indexes, oldest first, and which one the alias ``INDEX`` points at."""
+        serving = self._serving(index)
+        return [Version(f"{index}_v{number}", number, meta.get("hybrid_version", {}).get("previous"),
+                        f"{index}_v{number}" == serving)
+                for number, meta in sorted(self._numbered_versions(index).items())]
 
     def hashes(self, index: str) -> dict[str, str]:
+        check_index_name(index)
         with self._errors(index):
             return {
                 hit["_id"]: hit["_source"].get(HASH_FIELD, "")
@@ -193,54 +316,56 @@ class OpenSearchBackend:
 
     def create(self, index: str, meta: IndexMeta) -> None:
         """Create ``INDEX_v1`` behind the alias ``INDEX``, so a later re-index can swap versions atomically."""
+        check_index_name(index)
         body = {**index_body(meta, self.connection.engine), "aliases": {index: {}}}
         with self._errors():
             try:
                 self.client.indices.create(index=f"{index}_v1", body=body)
             except os_errors.RequestError as error:
-                if "knn" in str(error.info).lower() and error.error != "resource_already_exists_exception":
-                    raise HybridError(
-                        f"OpenSearch at {self.location} cannot create a k-NN index ({error.error}): install the "
-                        "opensearch-knn plugin (bin/opensearch-plugin install opensearch-knn) and restart the node"
-                    ) from None
                 if error.error != "resource_already_exists_exception":
+                    if "knn" in str(error.info).lower():
+                        raise HybridError(
+                            f"OpenSearch at {self.location} cannot create a k-NN index ({error.error}): install "
+                            "the opensearch-knn plugin (bin/opensearch-plugin install opensearch-knn) and restart "
+                            "the node") from None
                     raise
+                if not self.client.indices.exists_alias(name=index):  # else another writer just created it
+                    raise HybridError(
+                        f"{index}_v1 exists at {self.location} but the alias {index!r} that should point at it "
+                        f"does not: add it back (POST _aliases {{\"actions\": [{{\"add\": {{\"index\": "
+                        f"\"{index}_v1\", \"alias\": \"{index}\"}}}}]}}) or delete {index}_v1") from None
 
     def writer(self, index: str, meta: IndexMeta) -> OpenSearchWriter:
         if not self.exists(index):
             self.create(index, meta)
-        return OpenSearchWriter(self, index)
+        return OpenSearchWriter(self, index, fresh=False)
 
     def documents(self, index: str) -> Iterator[tuple[str, dict[str, Any]]]:
+        check_index_name(index)
         with self._errors(index):
-            for hit in helpers.scan(self.client, index=index, _source={"excludes": INTERNAL_FIELDS}, size=500):
+            # _source_excludes, not _source={"excludes": ...}: as a URL parameter that dict matched no field,
+            # and every document came back empty (a re-index then wrote documents without their fields).
+            for hit in helpers.scan(self.client, index=index, _source_excludes=",".join(STORED_ONLY), size=500):
                 yield hit["_id"], hit["_source"]
 
-    def versions(self, index: str) -> tuple[list[str], str]:
-        """The ``INDEX_vN`` indexes, oldest first, and the one the alias ``INDEX`` points at."""
-        with self._errors(index):
-            current = list(self.client.indices.get_alias(name=index))
-            versions = self._numbered_versions(index)
-        if len(current) != 1:
-            raise HybridError(f"{index!r} is not an alias of exactly one index: {sorted(current)}")
-        return versions, current[0]
-
     def new_version(self, index: str, meta: IndexMeta) -> tuple[str, OpenSearchWriter]:
-        existing, _ = self.versions(index)
-        version = f"{index}_v{int(existing[-1].removeprefix(f'{index}_v')) + 1 if existing else 1}"
+        serving = self._serving(index)
+        existing = self._numbered_versions(index)
+        version = f"{index}_v{max(existing, default=0) + 1}"
         with self._errors():
-            self.client.indices.create(index=version, body=index_body(meta, self.connection.engine))
-        return version, OpenSearchWriter(self, version)
+            self.client.indices.create(index=version, body=index_body(meta, self.connection.engine, serving))
+        return version, OpenSearchWriter(self, version, fresh=True)
 
     def switch(self, index: str, version: str) -> None:
         """Move the alias in one ``_aliases`` call: searches see the old version or the new, never neither."""
-        _, current = self.versions(index)
+        current = self._serving(index)
         actions = [{"remove": {"index": current, "alias": index}}, {"add": {"index": version, "alias": index}}]
         with self._errors(index):
             self.client.indices.update_aliases(body={"actions": actions})
 
-    def retrieve(self, index: str, query: LegQuery) -> dict[str, list[LegHit]]:
+    def retrieve(self, target: str, query: LegQuery) -> dict[str, list[LegHit]]:
         """Both legs in one ``_msearch`` round trip, each with the filters applied before ranking."""
+        check_target_name(target)
         filters = filter_clauses(query.filters)
         bodies: dict[str, dict[str, Any]] = {}
         if query.text is not None:
@@ -255,28 +380,38 @@ class OpenSearchBackend:
             bodies["vector"] = {"size": query.k, "_source": False, "query": {"knn": {VECTOR_FIELD: knn}}}
         lines: list[dict[str, Any]] = []
         for body in bodies.values():
-            lines += [{"index": index}, body]
-        with self._errors(index):
-            responses = self._with_retries(lambda: self.client.msearch(body=lines))["responses"]
+            lines += [{"index": target}, body]
+        with self._errors(target):
+            responses = self._with_retries(lambda: self.client.msearch(body=lines), self.connection.search_attempts,
+                                           "search")["responses"]
         legs: dict[str, list[LegHit]] = {}
         for leg, response in zip(bodies, responses):
             if "error" in response:
                 error = response["error"]
                 if error.get("type") == "index_not_found_exception":
-                    raise IndexNotFoundError(index, self.location)
+                    if VERSION_NAME.fullmatch(target):
+                        raise VersionGoneError(f"{target} is gone from {self.location}")
+                    raise IndexNotFoundError(target, self.location)
                 raise HybridError(f"OpenSearch {leg} query failed: {error.get('reason', error)}")
             convert = inner_product if leg == "vector" else float
             legs[leg] = [LegHit(h["_id"], convert(h["_score"])) for h in response["hits"]["hits"]]
         return legs
 
-    def sources(self, index: str, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+    def sources(self, target: str, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
         """One ``_mget`` for the documents of a page (not for every candidate of every leg)."""
         if not ids:
             return {}
-        with self._errors(index):
+        check_target_name(target)
+        with self._errors(target):
             response = self._with_retries(lambda: self.client.mget(
-                index=index, body={"ids": list(ids)}, params={"_source_excludes": ",".join(INTERNAL_FIELDS)}))
+                index=target, body={"ids": list(ids)}, params={"_source_excludes": ",".join(STORED_ONLY)}),
+                self.connection.search_attempts, "search")
         return {doc["_id"]: doc["_source"] for doc in response["docs"] if doc.get("found")}
+
+
+def _reason(error: os_errors.TransportError) -> str:
+    info = error.info.get("error", {}) if isinstance(error.info, dict) else {}
+    return str(info.get("reason", error.error)) if isinstance(info, dict) else str(info)
 
 
 class OpenSearchWriter(IndexWriter):
@@ -286,8 +421,11 @@ class OpenSearchWriter(IndexWriter):
     reason and the rest go on; a cluster that stays unreachable through every retry stops the ingest.
     """
 
-    def __init__(self, backend: OpenSearchBackend, index: str) -> None:
-        self._backend, self._index = backend, index
+    def __init__(self, backend: OpenSearchBackend, index: str, fresh: bool) -> None:
+        """``index`` is an alias (writes must go through it: never into an index OpenSearch would create
+        on the fly), or, when ``fresh``, a new version that a failed re-index deletes again."""
+        self._backend, self._index, self._fresh = backend, index, fresh
+        self._serving = None if fresh else backend._serving(index)
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bulk")
         self._pending: Future[list[WriteFailure]] | None = None
         self._failures: list[WriteFailure] = []
@@ -312,7 +450,8 @@ class OpenSearchWriter(IndexWriter):
             failures = []
             for ok, item in helpers.streaming_bulk(
                 self._backend.client, actions, chunk_size=500, max_retries=self._backend.connection.retries,
-                initial_backoff=1, max_backoff=30, raise_on_error=False,
+                initial_backoff=1, max_backoff=30, raise_on_error=False, require_alias=not self._fresh,
+                request_timeout=self._backend.connection.write_timeout,
             ):
                 if not ok:
                     result = next(iter(item.values()))
@@ -322,19 +461,31 @@ class OpenSearchWriter(IndexWriter):
             return failures
 
         with self._backend._errors(self._index):
-            return self._backend._with_retries(bulk)
+            return self._backend._with_retries(bulk, self._backend.connection.retries, "ingest")
 
     def commit(self) -> list[WriteFailure]:
-        """Wait for the last batch, then refresh so that every written document is searchable."""
+        """Wait for the last batch, then refresh so that every written document is searchable.
+
+        A cluster has no writer lock: if a re-index switched the alias meanwhile, part of this write went
+        to the old version and part to the new (with the old model's vectors). That is said, not hidden."""
         self._wait()
         with self._backend._errors(self._index):
-            self._backend._with_retries(lambda: self._backend.client.indices.refresh(index=self._index))
+            self._backend._with_retries(lambda: self._backend.client.indices.refresh(index=self._index),
+                                        self._backend.connection.retries, "ingest")
+        now = None if self._fresh else self._backend._serving(self._index)
+        if now != self._serving:
+            raise HybridError(f"{self._index} was switched from {self._serving} to {now} (a re-index) while this "
+                              "ingest ran; some of its documents went to each. Run the ingest again with the "
+                              "index's new model")
         return self._failures
 
     def abort(self) -> None:
         if self._pending is not None:
             self._pending.cancel()
         self._pool.shutdown(wait=True, cancel_futures=True)
+        if self._fresh:  # a re-index that failed leaves no version behind
+            with self._backend._errors():
+                self._backend.client.indices.delete(index=self._index, params={"ignore_unavailable": "true"})
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)
