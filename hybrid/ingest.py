@@ -160,10 +160,10 @@ def rollback(index: str, backend: Backend) -> tuple[str, str]:
     check_index_name(index)
     with backend.lock(index):
         versions = backend.versions(index)
-        current = next(v for v in versions if v.serving)
-        if current.previous is None or current.previous not in {v.name for v in versions}:
-            raise HybridError(f"{index} serves {current.name}, which replaced no version that is still kept; "
-                              "nothing to roll back to")
+        current = next((v for v in versions if v.serving), None)
+        if current is None or current.previous is None or current.previous not in {v.name for v in versions}:
+            serving = f"serves {current.name}, which" if current else "serves a version that"
+            raise HybridError(f"{index} {serving} replaced no version that is still kept; nothing to roll back to")
         backend.switch(index, current.previous)
     return current.name, current.previous
 

@@ -205,6 +205,14 @@ def _filter_key(value: Any) -> str:
     return json.dumps(value) if isinstance(value, bool) else str(value)
 
 
+def _remove(entry: Path) -> None:
+    """Remove a version folder or a staged link."""
+    if entry.is_symlink() or entry.is_file():
+        entry.unlink(missing_ok=True)
+    else:
+        shutil.rmtree(entry, ignore_errors=True)
+
+
 def _fsync(path: Path) -> None:
     """Flush a file or a folder's entries to disk: a version is announced only once it is durable."""
     descriptor = os.open(path, os.O_RDONLY)
@@ -311,7 +319,7 @@ class LocalBackend:
                 raise IndexNotFoundError(index, str(self.data_dir))
             link.unlink()
             for entry in self._own_entries(index):
-                shutil.rmtree(entry, ignore_errors=True)
+                _remove(entry)
             self._loaded.pop(index, None)
 
     def _own_entries(self, index: str) -> list[Path]:
@@ -354,10 +362,7 @@ class LocalBackend:
                 name = self._previous(self.data_dir / name)
         for entry in self._own_entries(index):
             if entry.name not in keep:
-                if entry.is_symlink() or entry.is_file():
-                    entry.unlink(missing_ok=True)
-                else:
-                    shutil.rmtree(entry, ignore_errors=True)
+                _remove(entry)
 
     def hashes(self, index: str) -> dict[str, str]:
         loaded = self.load(index)
