@@ -24,7 +24,7 @@ SPACE_TYPE = "innerproduct"
 LEGS = ("bm25", "vector")
 MAX_INDEX_NAME_BYTES = 200
 """OpenSearch allows 255 bytes; the rest is room for the ``_vN`` of numbered versions."""
-INDEX_NAME = re.compile(r"[a-z0-9][a-z0-9._-]*")
+INDEX_NAME_CHARACTERS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789._-")
 
 Filters = Mapping[str, str | Sequence[str]]
 """Metadata filters: field -> value (or any of several values); every field must match."""
@@ -36,8 +36,12 @@ def check_index_name(name: str) -> None:
     OpenSearch's rules; no wildcard, comma, path separator, glob character, or Unicode that a file
     system could fold into another name), and no ``_vN`` ending (hybrid's version names)."""
     problem = None
-    if not INDEX_NAME.fullmatch(name):
-        problem = "it is empty or has other characters"
+    if not name:
+        problem = "it is empty"
+    elif bad := sorted(set(name) - INDEX_NAME_CHARACTERS):
+        problem = f"it contains {', '.join(repr(c) for c in bad)}"
+    elif name[0] in "._-":
+        problem = f"it starts with {name[0]!r}"
     elif len(name) > MAX_INDEX_NAME_BYTES:
         problem = f"it is {len(name)} bytes long (at most {MAX_INDEX_NAME_BYTES})"
     elif re.search(r"_v\d+$", name):
