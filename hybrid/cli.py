@@ -53,6 +53,11 @@ def comma_list(value: str) -> list[str]:
     return [item.strip() for item in value.split(",") if item.strip()]
 
 
+def text_fields_list(ctx: click.Context, param: click.Parameter, value: str | None) -> list[str] | None:
+    """``--text-fields`` as a list; None (the default fields, where a missing title is empty) when not given."""
+    return None if value is None else comma_list(value)
+
+
 def backend_options(command: Callable[..., Any]) -> Callable[..., Any]:
     """Add the options that choose a backend, and pass the opened backend as ``backend``."""
 
@@ -87,7 +92,7 @@ def cli() -> None:
 @click.argument("source", type=click.Path(exists=True))
 @click.option("--index", required=True, help="Index to create or update.")
 @click.option("--id-field", default=None, help="Field holding the document id [default: _id, else id].")
-@click.option("--text-fields", default=None,
+@click.option("--text-fields", default=None, callback=text_fields_list,
               help="Comma-separated fields that are embedded and searched by BM25; each is required "
                    "[default: title,text, where a missing title counts as empty].")
 @click.option("--model", default=DEFAULT_MODEL, show_default=True,
@@ -97,13 +102,12 @@ def cli() -> None:
               help="Where to write documents the index rejected [default: INDEX-failures.jsonl].")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @backend_options
-def ingest_command(backend: Backend, source: str, index: str, id_field: str | None, text_fields: str | None,
+def ingest_command(backend: Backend, source: str, index: str, id_field: str | None, text_fields: list[str] | None,
                    model: str, batch_size: int, failures_path: str | None, quiet: bool) -> None:
     """Embed the documents of SOURCE (JSONL, CSV or a folder of .txt/.md) and upsert them into an index.
 
     Re-running it is safe: documents are upserted by id and unchanged ones are not embedded again."""
-    fields = None if text_fields is None else comma_list(text_fields)
-    report = ingest(source, index, backend, Embedder(model), id_field=id_field, text_fields=fields,
+    report = ingest(source, index, backend, Embedder(model), id_field=id_field, text_fields=text_fields,
                     batch_size=batch_size, progress=not quiet)
     console.print(
         f"{index}: read {report.read}, embedded {report.embedded}, unchanged {report.unchanged}; "
@@ -296,12 +300,13 @@ def tune_command(backend: Backend, index: str | None, queries: str | None, qrels
               help="Queries held out to judge the model before and after.")
 @click.option("--max-steps", default=-1, show_default=True, help="Stop after this many steps (-1: all epochs).")
 @click.option("--id-field", default=None)
-@click.option("--text-fields", default=None, help="As for `hybrid ingest` [default: title,text].")
+@click.option("--text-fields", default=None, callback=text_fields_list,
+              help="As for `hybrid ingest` [default: title,text].")
 @click.option("--json", "as_json", is_flag=True)
 def finetune_command(corpus: str, queries: str | None, qrels: str | None, dev_qrels: str | None,
                      log_queries: str | None, output: str, base_model: str, epochs: int, batch_size: int,
                      learning_rate: float, dev_share: float, max_steps: int, id_field: str | None,
-                     text_fields: str | None, as_json: bool) -> None:
+                     text_fields: list[str] | None, as_json: bool) -> None:
     """Adapt the embedding model to your corpus and show, on held-out queries, whether it helped."""
     from .finetune import TRAINING_MODULES, finetune
     from .sources import read_documents
@@ -310,8 +315,7 @@ def finetune_command(corpus: str, queries: str | None, qrels: str | None, dev_qr
 
     if bool(queries) != bool(qrels or dev_qrels):
         raise click.UsageError("--queries goes with --qrels and/or --dev-qrels (leave all out to train without labels)")
-    documents = read_documents(corpus, id_field=id_field,
-                               text_fields=None if text_fields is None else comma_list(text_fields))
+    documents = read_documents(corpus, id_field=id_field, text_fields=text_fields)
     report = finetune(documents, output, base_model=base_model,
                       queries=ev.load_queries(queries) if queries else None,
                       qrels=ev.load_qrels(qrels) if qrels else None,

@@ -279,10 +279,10 @@ class OpenSearchBackend:
     def delete(self, index: str) -> None:
         """Delete the index: every version behind its alias, the ones kept for rollback included.
         Refuses, deleting nothing, when any of them was not created by hybrid."""
-        targets = {version.name for version in self.versions(index)} | {self._serving(index)}
-        foreign = sorted(name for name in targets if "hybrid" not in self._mapping_meta(name))
-        if foreign:
-            raise HybridError(f"{', '.join(foreign)} at {self.location} was not created by hybrid; not deleting it")
+        serving = self._serving(index)
+        if "hybrid" not in self._mapping_meta(serving):  # numbered versions are hybrid's by construction
+            raise HybridError(f"{serving} at {self.location} was not created by hybrid; not deleting it")
+        targets = {serving} | {f"{index}_v{number}" for number in self._numbered_versions(index)}
         with self._errors(index):
             self.client.indices.delete(index=",".join(sorted(targets)), params={"expand_wildcards": "none"})
 
