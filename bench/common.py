@@ -2,24 +2,37 @@
 
 from __future__ import annotations
 
+import re
 import statistics
 import time
+from pathlib import Path
 
 import numpy as np
 
-from hybrid.embed import Embedder
+from hybrid.documents import Document
+from hybrid.embed import Encoder, Precision
 from hybrid.searcher import MODES, Searcher
+from hybrid.sources import read_documents
 
 
-class PrecomputedQueries(Embedder):
-    """The real model's query vectors, computed before timing, so latency excludes encoding."""
+class Lookup:
+    """An encoder serving vectors computed beforehand (text -> vector): timings exclude encoding, and runs
+    reuse cached document vectors. ``embedder`` is the encoder that computed them."""
 
-    def __init__(self, embedder: Embedder, queries: list[str]) -> None:
-        super().__init__(embedder.name)
-        self._vectors = dict(zip(queries, embedder.encode(queries)))
+    def __init__(self, vectors: dict[str, np.ndarray], name: str, precision: Precision = "fp32",
+                 embedder: Encoder | None = None) -> None:
+        self.vectors, self.name, self.precision, self.embedder = vectors, name, precision, embedder
+        self.dimension = len(next(iter(vectors.values())))
 
     def encode(self, texts: list[str], batch_size: int = 32) -> np.ndarray:
-        return np.stack([self._vectors[text] for text in texts])
+        if not texts:
+            return np.zeros((0, self.dimension), dtype=np.float32)
+        return np.stack([self.vectors[text] for text in texts])
+
+
+def precomputed(embedder: Encoder, queries: list[str]) -> Lookup:
+    """The real model's query vectors, computed before timing, so latency excludes encoding."""
+    return Lookup(dict(zip(queries, embedder.encode(queries))), embedder.name, embedder.precision, embedder)
 
 
 def percentiles(samples: list[float]) -> dict[str, float]:
@@ -40,3 +53,18 @@ def latency(searcher: Searcher, queries: list[str]) -> dict[str, dict[str, float
             samples.append(time.perf_counter() - started)
         results[mode] = percentiles(samples)
     return results
+
+
+def passages(data: Path, size: int) -> list[Document]:
+    """Sentences and pairs of adjacent sentences of every document of the three collections."""
+    out: list[Document] = []
+    for name in ("scifact", "cranfield", "cisi"):
+        for doc in read_documents(data / name / "corpus.jsonl"):
+            sentences = [s for s in re.split(r"(?<=[.!?])\s+", doc.fields["text"]) if len(s) > 20]
+            spans = sentences + [" ".join(pair) for pair in zip(sentences, sentences[1:])]
+            for number, span in enumerate(spans):
+                out.append(Document(f"{name}-{doc.id}-{number}", {"title": doc.fields["title"], "text": span,
+                                                                  "collection": name}))
+    if len(out) < size:
+        raise SystemExit(f"only {len(out)} passages available, fewer than {size}")
+    return out[:size]

@@ -14,36 +14,19 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import tempfile
 import time
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from common import PrecomputedQueries, latency  # noqa: E402
+from common import latency, passages, precomputed  # noqa: E402
 
 from hybrid.backends.local import LocalBackend  # noqa: E402
-from hybrid.documents import Document  # noqa: E402
 from hybrid.embed import Embedder  # noqa: E402
 from hybrid.ingest import ingest, ingest_documents  # noqa: E402
 from hybrid.searcher import Searcher  # noqa: E402
 from hybrid.sources import read_documents  # noqa: E402
-
-
-def passages(data: Path, size: int) -> list[Document]:
-    """Sentences and pairs of adjacent sentences of every document of the three collections."""
-    out: list[Document] = []
-    for name in ("scifact", "cranfield", "cisi"):
-        for doc in read_documents(data / name / "corpus.jsonl"):
-            sentences = [s for s in re.split(r"(?<=[.!?])\s+", doc.fields["text"]) if len(s) > 20]
-            spans = sentences + [" ".join(pair) for pair in zip(sentences, sentences[1:])]
-            for number, span in enumerate(spans):
-                out.append(Document(f"{name}-{doc.id}-{number}", {"title": doc.fields["title"], "text": span,
-                                                                  "collection": name}))
-    if len(out) < size:
-        raise SystemExit(f"only {len(out)} passages available, fewer than {size}")
-    return out[:size]
 
 
 def main() -> None:
@@ -87,7 +70,7 @@ def main() -> None:
         print(json.dumps(report["ingest"]), flush=True)
         searcher = Searcher("scifact", backend, embedder=embedder)
         report["latency_5k_with_encoding"] = latency(searcher, queries)
-        searcher = Searcher("scifact", backend, embedder=PrecomputedQueries(embedder, queries))
+        searcher = Searcher("scifact", backend, embedder=precomputed(embedder, queries))
         report["latency_5k_without_encoding"] = latency(searcher, queries)
         print(json.dumps({k: v for k, v in report.items() if k.startswith("latency")}), flush=True)
 
@@ -100,7 +83,7 @@ def main() -> None:
                            "embedded_now": built.embedded}
         searcher = Searcher("large", large_backend, embedder=embedder)
         report["latency_large_with_encoding"] = latency(searcher, queries)
-        searcher = Searcher("large", large_backend, embedder=PrecomputedQueries(embedder, queries))
+        searcher = Searcher("large", large_backend, embedder=precomputed(embedder, queries))
         report["latency_large_without_encoding"] = latency(searcher, queries)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2))

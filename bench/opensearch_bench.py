@@ -24,7 +24,7 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from common import PrecomputedQueries, latency  # noqa: E402
+from common import latency, precomputed  # noqa: E402
 
 from hybrid.backends.base import LegQuery, StoredDocument  # noqa: E402
 from hybrid.backends.local import LocalBackend  # noqa: E402
@@ -91,7 +91,7 @@ def main() -> None:
         report["hnsw_recall@10_vs_exact"] = round(statistics.mean(recall), 4)
 
     texts = list(judged.values())
-    searcher = Searcher(INDEX, cluster, embedder=PrecomputedQueries(embedder, texts))
+    searcher = Searcher(INDEX, cluster, embedder=precomputed(embedder, texts))
     timings = latency(searcher, texts)
     timings["hybrid_over_slower_leg"] = round(
         timings["hybrid"]["p50_ms"] / max(timings["bm25"]["p50_ms"], timings["vector"]["p50_ms"]), 3)

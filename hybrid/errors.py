@@ -30,6 +30,12 @@ class MissingExtraError(HybridError):
     """An optional dependency is not installed; the message names the extra that brings it."""
 
 
+def first_line(error: BaseException) -> str:
+    """An exception's first line (its type where it has no message), for one-line errors."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
 def require_extra(extra: str, *modules: str) -> None:
     """Fail in one line, naming the extra to install, before work that needs an optional package starts."""
     import importlib

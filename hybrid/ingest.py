@@ -16,8 +16,9 @@ from tqdm.auto import tqdm
 
 from .backends.base import Backend, IndexMeta, IndexWriter, StoredDocument, WriteFailure, check_index_name
 from .documents import DEFAULT_TEXT_FIELDS, Document
-from .embed import Embedder
+from .embed import Encoder
 from .errors import HybridError, IncompatibleIndexError
+from .onnx_encoder import prepare_query_encoder
 from .sources import read_documents
 
 ENCODE_CHUNK = 256
@@ -34,15 +35,17 @@ class IngestReport:
     count: int
     seconds: float
     failures: list[WriteFailure] = field(default_factory=list)
+    query_encoder: str = ""
+    """Where queries' ONNX encoder is, or why queries use torch."""
 
 
-def check_compatible(existing: IndexMeta, index: str, embedder: Embedder, text_fields: tuple[str, ...]) -> None:
+def check_compatible(existing: IndexMeta, index: str, embedder: Encoder, text_fields: tuple[str, ...]) -> None:
     """Refuse to mix vector spaces (another model) or BM25 texts (other fields) in one index."""
-    if existing.model != embedder.name:
+    if (existing.model, existing.precision) != (embedder.name, embedder.precision):
         raise IncompatibleIndexError(
-            f"index {index!r} holds {existing.dimension}-d vectors of model {existing.model!r}; "
-            f"model {embedder.name!r} makes {embedder.dimension}-d vectors. Use the same model, another index, "
-            f"or `hybrid index delete {index}` first"
+            f"index {index!r} holds {existing.dimension}-d vectors of model {existing.model!r} at "
+            f"{existing.precision}; model {embedder.name!r} at {embedder.precision} makes {embedder.dimension}-d "
+            f"vectors. Use the same model and precision, another index, or `hybrid index delete {index}` first"
         )
     if existing.text_fields != text_fields:
         raise IncompatibleIndexError(
@@ -55,15 +58,16 @@ def ingest_documents(
     documents: Sequence[Document],
     index: str,
     backend: Backend,
-    embedder: Embedder,
+    embedder: Encoder,
     batch_size: int = 32,
     progress: bool = True,
 ) -> IngestReport:
     """Upsert ``documents`` into ``index`` (created if absent), embedding only what changed.
 
     The model is checked against the index before anything is written; it is not even loaded when
-    the index already holds every document unchanged. The index's writer lock is held throughout, so
-    concurrent ingests of one index take turns instead of losing each other's documents.
+    the index already holds every document unchanged (unless its ONNX query encoder is still to be
+    made, which happens after the write). The index's writer lock is held throughout, so concurrent
+    ingests of one index take turns instead of losing each other's documents.
     """
     started = time.perf_counter()
     check_index_name(index)
@@ -76,7 +80,8 @@ def ingest_documents(
         changed = sorted((d for d in documents if stored.get(d.id) != d.hash), key=lambda d: len(d.text))
         failures: list[WriteFailure] = []
         if changed or existing is None:
-            meta = IndexMeta(model=embedder.name, dimension=embedder.dimension, text_fields=text_fields)
+            meta = IndexMeta(model=embedder.name, dimension=embedder.dimension, text_fields=text_fields,
+                             precision=embedder.precision)
             failures = _embed_and_write(changed, index, backend, embedder, meta, batch_size, progress)
         count = backend.count(index)
     expected = len((stored.keys() | {d.id for d in documents}) - ({f.id for f in failures} - stored.keys()))
@@ -90,6 +95,7 @@ def ingest_documents(
         count=count,
         seconds=time.perf_counter() - started,
         failures=failures,
+        query_encoder=prepare_query_encoder(embedder),
     )
 
 
@@ -97,7 +103,7 @@ def _embed_and_write(
     documents: Sequence[Document],
     index: str,
     backend: Backend,
-    embedder: Embedder,
+    embedder: Encoder,
     meta: IndexMeta,
     batch_size: int,
     progress: bool,
@@ -106,7 +112,7 @@ def _embed_and_write(
         return _embed_into(writer, documents, embedder, batch_size, progress, f"embedding into {index}")
 
 
-def _embed_into(writer: IndexWriter, documents: Sequence[Document], embedder: Embedder, batch_size: int,
+def _embed_into(writer: IndexWriter, documents: Sequence[Document], embedder: Encoder, batch_size: int,
                 progress: bool, label: str) -> list[WriteFailure]:
     """Encode in chunks and hand each to the writer (which may send it while the next is encoded)."""
     with tqdm(total=len(documents), desc=label, unit="doc", disable=None if progress else True) as bar:
@@ -126,9 +132,10 @@ class ReindexReport:
     documents: int
     model: str
     seconds: float
+    query_encoder: str
 
 
-def reindex(index: str, backend: Backend, embedder: Embedder, batch_size: int = 32,
+def reindex(index: str, backend: Backend, embedder: Encoder, batch_size: int = 32,
             progress: bool = True) -> ReindexReport:
     """Re-embed every document of ``index`` with ``embedder`` into a new version, then switch to it.
 
@@ -143,16 +150,19 @@ def reindex(index: str, backend: Backend, embedder: Embedder, batch_size: int = 
         text_fields = snapshot.meta.text_fields
         documents = sorted((Document(doc_id, fields, text_fields) for doc_id, fields in backend.documents(index)),
                            key=lambda d: len(d.text))
-        meta = IndexMeta(model=embedder.name, dimension=embedder.dimension, text_fields=text_fields)
+        meta = IndexMeta(model=embedder.name, dimension=embedder.dimension, text_fields=text_fields,
+                         precision=embedder.precision)
         version, writer = backend.new_version(index, meta)
         with writer:  # on any failure the writer removes the new version again
             failures = _embed_into(writer, documents, embedder, batch_size, progress, f"re-embedding {index}")
             if failures:
                 raise HybridError(f"{len(failures)} documents failed to re-index (first: {failures[0].id}: "
                                   f"{failures[0].reason}); {index} still serves {snapshot.version}")
+        # Before the switch, so that no query waits for the export.
+        query_encoder = prepare_query_encoder(embedder)
         backend.switch(index, version)
     return ReindexReport(index, version, snapshot.version, len(documents), embedder.name,
-                         time.perf_counter() - started)
+                         time.perf_counter() - started, query_encoder)
 
 
 def rollback(index: str, backend: Backend) -> tuple[str, str]:
@@ -172,7 +182,7 @@ def ingest(
     source: str | Path,
     index: str,
     backend: Backend,
-    embedder: Embedder,
+    embedder: Encoder,
     id_field: str | None = None,
     text_fields: Sequence[str] | None = None,
     batch_size: int = 32,

@@ -18,9 +18,10 @@ from tqdm.auto import tqdm
 
 from .backends import open_backend
 from .backends.base import LEGS, Backend, Filters, IndexMeta, LegHit, LegQuery, Snapshot, check_index_name
-from .embed import Embedder
+from .embed import Encoder
 from .errors import VersionGoneError
 from .fusion import DEFAULT_RANK_CONSTANT, LegRank, rrf
+from .onnx_encoder import EncoderKind, query_encoder_for
 
 if TYPE_CHECKING:
     from .backends.opensearch import Connection
@@ -107,14 +108,17 @@ class Searcher:
         *,
         data_dir: str | Path | None = None,
         opensearch: str | Connection | None = None,
-        embedder: Embedder | None = None,
+        embedder: Encoder | None = None,
         settings: SearchSettings | None = None,
         snapshot_ttl_s: float | None = None,
+        query_encoder: EncoderKind | None = None,
     ) -> None:
         """Search ``index`` on ``backend``; or on a cluster at ``opensearch`` (URL or Connection);
         or else in the local folder ``data_dir`` (default: $HYBRID_DATA_DIR or ~/.hybrid/indexes).
         ``settings`` (e.g. ``SearchSettings.load("tuned.json")``) sets the fusion defaults.
         ``embedder`` encodes queries for indexes built with its model (others get their own).
+        ``query_encoder``: ``onnx``, ``torch`` or ``auto`` (default: $HYBRID_QUERY_ENCODER, else auto:
+        the model's ONNX export, which needs neither torch nor sentence-transformers).
         ``snapshot_ttl_s``: how long a query may still be answered from the version that served
         before a switch (default: the backend's; 0 locally, 10 s on OpenSearch, where looking up the
         serving version costs a round trip)."""
@@ -123,7 +127,8 @@ class Searcher:
         self.backend = backend or open_backend(data_dir, opensearch)
         self.settings = settings or SearchSettings()
         self.snapshot_ttl_s = self.backend.snapshot_ttl_s if snapshot_ttl_s is None else snapshot_ttl_s
-        self._embedders: dict[str, Embedder] = {embedder.name: embedder} if embedder else {}
+        self._given = embedder
+        self._encoder_kind = query_encoder
         self._snapshot = self.backend.snapshot(index)
         self._taken_at = time.monotonic()
 
@@ -133,15 +138,17 @@ class Searcher:
         return self._current().meta
 
     @property
-    def embedder(self) -> Embedder:
+    def embedder(self) -> Encoder:
         """The query encoder of the serving version."""
         return self._embedder(self._current())
 
-    def _embedder(self, snapshot: Snapshot) -> Embedder:
-        model = snapshot.meta.model
-        if model not in self._embedders:
-            self._embedders.setdefault(model, Embedder(model))
-        return self._embedders[model]
+    def _embedder(self, snapshot: Snapshot) -> Encoder:
+        """The given encoder if it is the version's model (and precision), else that model's own."""
+        meta = snapshot.meta
+        given = self._given
+        if given is not None and (given.name, getattr(given, "precision", "fp32")) == (meta.model, meta.precision):
+            return given
+        return query_encoder_for(meta.model, meta.precision, self._encoder_kind)
 
     def _current(self, refresh: bool = False) -> Snapshot:
         """The pinned snapshot, taken anew once it is older than ``snapshot_ttl_s`` (or when asked)."""

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# ONNX exports of models given by name go to a folder of this run: every run exercises the export.
+os.environ["HYBRID_ENCODER_DIR"] = tempfile.mkdtemp(prefix="hybrid-encoders-")
 
 from hybrid.backends.local import LocalBackend  # noqa: E402
 from hybrid.backends.opensearch import Connection, OpenSearchBackend  # noqa: E402

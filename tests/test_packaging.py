@@ -3,6 +3,7 @@ messages for a missing extra."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -14,6 +15,8 @@ import pytest
 from click.testing import CliRunner
 
 from hybrid.cli import cli
+from hybrid.ingest import ingest
+from hybrid.searcher import Searcher
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -45,7 +48,11 @@ def test_the_checker_catches_an_undeclared_import(tmp_path):
     assert "DEP001 'surely_not_a_package_here' imported but missing from the dependency definitions" in output
 
 
-def test_wheel_builds_without_warnings_and_works_outside_the_checkout(tmp_path, opensearch):
+def test_the_wheel_builds_quietly_and_its_query_only_install_searches_both_backends(
+        tmp_path, opensearch, local_cranfield, embedder):
+    """The base install is the query-only one: no torch, transformers or sentence-transformers. From the
+    built wheel, in a new environment, it searches an embedded index copied from elsewhere and an
+    OpenSearch index, with the ranking the full install gives; what it cannot do, it says in one line."""
     env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}  # else setuptools says so
     built = run(sys.executable, "-m", "build", "--installer", "uv", "--outdir", tmp_path / "dist", ROOT, env=env)
     assert built.returncode == 0, built.stdout + built.stderr
@@ -58,17 +65,38 @@ def test_wheel_builds_without_warnings_and_works_outside_the_checkout(tmp_path, 
     assert run(BIN / "uv", "venv", "--quiet", "--python", sys.executable, venv).returncode == 0
     installed = run(BIN / "uv", "pip", "install", "--quiet", "--python", venv / "bin" / "python", wheel)
     assert installed.returncode == 0, installed.stderr
-    where = run(venv / "bin" / "python", "-c", "import hybrid; print(hybrid.__file__)", cwd=tmp_path)
-    assert Path(where.stdout.strip()).is_relative_to(venv), where.stdout + where.stderr
+    probe = "import hybrid, importlib.util as u; print(hybrid.__file__); print([m for m in " \
+            "('torch', 'transformers', 'sentence_transformers', 'optimum') if u.find_spec(m)])"
+    where, heavy = run(venv / "bin" / "python", "-c", probe, cwd=tmp_path).stdout.splitlines()
+    assert Path(where).is_relative_to(venv) and heavy == "[]"
 
-    url = opensearch.connection.url
+    # What a query-only machine gets from the one that ingested: the index folder and the encoder folder.
+    data_dir, encoders = tmp_path / "indexes", tmp_path / "encoders"
+    shutil.copytree(local_cranfield.data_dir, data_dir, symlinks=True)
+    shutil.copytree(os.environ["HYBRID_ENCODER_DIR"], encoders)
+    query_env = {**os.environ, "HYBRID_ENCODER_DIR": str(encoders)}
     if opensearch.exists("wheel-check"):
         opensearch.delete("wheel-check")
-    ingest = run(venv / "bin" / "hybrid", "ingest", ROOT / "examples" / "sample.jsonl", "--index", "wheel-check",
-                 "--opensearch", url, "--quiet", cwd=tmp_path)
-    assert ingest.returncode == 0, ingest.stdout + ingest.stderr
-    assert opensearch.count("wheel-check") == sum(1 for _ in (ROOT / "examples" / "sample.jsonl").open())
-    assert opensearch.meta("wheel-check").dimension == 384
+    ingest(ROOT / "examples" / "sample.jsonl", "wheel-check", opensearch, embedder, progress=False)
+    cases = [("cranfield", local_cranfield, "shock waves on blunt bodies", ["--data-dir", data_dir]),
+             ("wheel-check", opensearch, "molten rock under pressure", ["--opensearch", opensearch.connection.url])]
+    for index, backend, query, where_args in cases:
+        searched = run(venv / "bin" / "hybrid", "search", query, "--index", index, "--json", *where_args,
+                       cwd=tmp_path, env=query_env)
+        assert searched.returncode == 0, searched.stdout + searched.stderr
+        expected = Searcher(index, backend, embedder=embedder).search(query)  # queries encoded by torch
+        assert [hit["id"] for hit in json.loads(searched.stdout)] == [hit.id for hit in expected]
+
+    no_encoder = run(venv / "bin" / "hybrid", "search", "shock", "--index", "cranfield", "--data-dir", data_dir,
+                     cwd=tmp_path, env={**os.environ, "HYBRID_ENCODER_DIR": str(tmp_path / "empty")})
+    assert no_encoder.returncode == 1 and "Traceback" not in no_encoder.stderr
+    assert len(no_encoder.stderr.strip().splitlines()) == 1, no_encoder.stderr
+    assert f"{tmp_path / 'empty'}/all-MiniLM-L6-v2-fp32" in no_encoder.stderr
+    assert "Copy that folder" in no_encoder.stderr and "pip install 'hybrid-search[ingest]'" in no_encoder.stderr
+    no_model = run(venv / "bin" / "hybrid", "ingest", ROOT / "examples" / "sample.jsonl", "--index", "x",
+                   "--data-dir", tmp_path / "new", cwd=tmp_path)
+    assert no_model.returncode == 1 and len(no_model.stderr.strip().splitlines()) == 1, no_model.stderr
+    assert "pip install 'hybrid-search[ingest]'" in no_model.stderr
     opensearch.delete("wheel-check")
 
 

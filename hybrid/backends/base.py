@@ -60,6 +60,8 @@ class IndexMeta:
     text_fields: tuple[str, ...] = DEFAULT_TEXT_FIELDS
     space_type: str = SPACE_TYPE
     version: str = __version__
+    precision: str = "fp32"
+    """How documents were encoded (fp32, or int8 by the quantised ONNX export); queries must match."""
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "text_fields": list(self.text_fields)}

@@ -34,13 +34,12 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-import bm25s
 import numpy as np
 import Stemmer
 from filelock import FileLock, Timeout
 
 from ..documents import document_text
-from ..errors import HybridError, IndexNotFoundError, VersionGoneError
+from ..errors import HybridError, IndexNotFoundError, VersionGoneError, require_extra
 from .base import (
     Filters,
     IndexInfo,
@@ -92,6 +91,42 @@ class EnglishAnalyzer:
         ]
 
 
+class Bm25Matrix:
+    """The BM25 index bm25s wrote (``bm25s.BM25.save``), read back without importing bm25s.
+
+    bm25s scores eagerly: the saved term x document matrix (CSC) already holds every term's BM25 score
+    in every document, so a query's scores are the sum of its terms' columns, which is all that
+    ``BM25.get_scores`` does. Reading the arrays directly keeps bm25s (and the scipy and numba it
+    imports, ~0.5-1 s) off the query path; tests check the scores equal bm25s's own."""
+
+    def __init__(self, folder: Path) -> None:
+        params = json.loads((folder / "params.index.json").read_text())
+        if params.get("method") != "lucene":
+            raise HybridError(f"{folder}: a BM25 index of method {params.get('method')!r}; expected lucene")
+        self.num_docs = int(params["num_docs"])
+        self.vocab: dict[str, int] = json.loads((folder / "vocab.index.json").read_text())
+        self.data, self.indices, self.indptr = (np.load(folder / f"{name}.csc.index.npy", allow_pickle=False)
+                                                for name in ("data", "indices", "indptr"))
+
+    def scores(self, terms: Sequence[str]) -> np.ndarray:
+        """Every document's BM25 score for ``terms`` (a repeated term counts again, as in bm25s)."""
+        scores = np.zeros(self.num_docs, dtype=np.float32)
+        for term in terms:
+            if (column := self.vocab.get(term)) is not None:
+                start, end = self.indptr[column], self.indptr[column + 1]
+                scores[self.indices[start:end]] += self.data[start:end]  # a column names each document once
+        return scores
+
+    @staticmethod
+    def write(terms: list[list[str]], folder: Path) -> None:
+        require_extra("ingest", "bm25s")  # only writers need it
+        import bm25s
+
+        bm25 = bm25s.BM25(method="lucene")
+        bm25.index(terms, show_progress=False)
+        bm25.save(folder, show_progress=False)
+
+
 @dataclass
 class _Row:
     fields: dict[str, Any]
@@ -116,7 +151,7 @@ class LocalIndex:
         # Whether there is a BM25 index comes from version.json, not from looking: a folder a writer is
         # removing meanwhile must fail to load (and be loaded again), not look like a damaged version.
         has_bm25 = self.version.get("bm25", bool(self.ids))
-        self.bm25 = bm25s.BM25.load(folder / BM25_FOLDER, show_progress=False) if has_bm25 else None
+        self.bm25 = Bm25Matrix(folder / BM25_FOLDER) if has_bm25 else None
         self.analyzer = analyzer
         self._check()
 
@@ -128,8 +163,8 @@ class LocalIndex:
         if self.vectors.ndim != 2 or self.vectors.shape != (count, self.meta.dimension):
             problems.append(f"vectors of shape {self.vectors.shape} for {count} documents of dimension "
                             f"{self.meta.dimension}")
-        if self.bm25 is not None and int(self.bm25.scores["num_docs"]) != count:
-            problems.append(f"a BM25 index of {self.bm25.scores['num_docs']} documents for {count}")
+        if self.bm25 is not None and self.bm25.num_docs != count:
+            problems.append(f"a BM25 index of {self.bm25.num_docs} documents for {count}")
         if problems:
             raise HybridError(f"index version {self.folder} is damaged ({'; '.join(problems)}): roll back "
                               "(hybrid reindex --rollback) or ingest again into a new index")
@@ -166,10 +201,7 @@ class LocalIndex:
     def bm25_scores(self, text: str) -> np.ndarray:
         if self.bm25 is None:
             return np.zeros(len(self.ids), dtype=np.float32)
-        terms = [term for term in self.analyzer.terms([text])[0] if term in self.bm25.vocab_dict]
-        if not terms:
-            return np.zeros(len(self.ids), dtype=np.float32)
-        return self.bm25.get_scores(terms)
+        return self.bm25.scores(self.analyzer.terms([text])[0])
 
     def top(self, scores: np.ndarray, k: int, mask: np.ndarray | None, positive_only: bool) -> list[LegHit]:
         """The k best rows by score among those the mask keeps; ties go to the earlier row."""
@@ -480,9 +512,7 @@ class LocalWriter(IndexWriter):
         vectors = np.stack([row.vector for row in rows]) if rows else np.zeros((0, self._meta.dimension))
         np.save(folder / VECTORS_FILE, vectors.astype(np.float32))
         if has_bm25:
-            bm25 = bm25s.BM25(method="lucene")
-            bm25.index(terms, show_progress=False)
-            bm25.save(folder / BM25_FOLDER, show_progress=False)
+            Bm25Matrix.write(terms, folder / BM25_FOLDER)
         for path in [*folder.rglob("*"), folder]:  # files, and the folders' entries
             _fsync(path)
 
