@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import statistics
 import time
@@ -28,6 +29,32 @@ class Lookup:
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32)
         return np.stack([self.vectors[text] for text in texts])
+
+
+class CachedEncoder:
+    """``encoder`` with its vectors kept on disk by text: bench runs re-encode only texts never seen before.
+    Everything else (name, precision, tokenizer) is the encoder's, so an ingest through it is the real one."""
+
+    def __init__(self, encoder: Encoder, path: Path) -> None:
+        self.encoder, self.path = encoder, path
+        self.name, self.precision = encoder.name, encoder.precision
+        self.known: dict[str, np.ndarray] = {}
+        if path.exists():
+            self.known = dict(zip(json.loads(Path(f"{path}.texts.json").read_text()), np.load(path)))
+
+    def __getattr__(self, name: str):  # dimension, tokenizer, max_tokens
+        return getattr(self.encoder, name)
+
+    def encode(self, texts: list[str], batch_size: int = 32) -> np.ndarray:
+        missing = list(dict.fromkeys(t for t in texts if t not in self.known))
+        if missing:
+            self.known.update(zip(missing, self.encoder.encode(missing, batch_size)))
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            np.save(self.path, np.stack(list(self.known.values())))
+            Path(f"{self.path}.texts.json").write_text(json.dumps(list(self.known)))
+        if not texts:
+            return np.zeros((0, self.encoder.dimension), dtype=np.float32)
+        return np.stack([self.known[text] for text in texts])
 
 
 def precomputed(embedder: Encoder, queries: list[str]) -> Lookup:

@@ -8,6 +8,7 @@ Three runs; the test judgments are used for the final figures and nothing else.
   give them), each paired with its top hybrid hit; the other 20 % of the train judgments judge it.
 
     python bench/finetune_bench.py [--runs labelled,corpus,query-log] [--epochs 2] [--corpus-steps 30]
+                                   [--chunk 200/100] [--settings tuned.json]
 
 Prints vector-only and hybrid nDCG@10 / Recall@100 on SciFact test, base vs fine-tuned, and the time
 each fine-tune took (target: under 30 minutes on 2 cores for the labelled run).
@@ -26,16 +27,18 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from hybrid.backends.local import LocalBackend  # noqa: E402
 from hybrid.embed import Embedder  # noqa: E402
 from hybrid.evaluate import evaluate_modes, load_qrels, load_queries  # noqa: E402
-from hybrid.finetune import finetune  # noqa: E402
-from hybrid.searcher import Searcher  # noqa: E402
+from hybrid.finetune import finetune, work_indexes  # noqa: E402
+from hybrid.ingest import chunking_setting  # noqa: E402
+from hybrid.searcher import Searcher, SearchSettings  # noqa: E402
 from hybrid.sources import read_documents  # noqa: E402
 
 METRICS = ["ndcg@10", "recall@100"]
 
 
-def test_figures(work_dir: Path, index: str, model: str, queries: dict, qrels: dict) -> dict:
+def test_figures(work_dir: Path, index: str, model: str, queries: dict, qrels: dict,
+                 settings: SearchSettings | None) -> dict:
     """Score an index the fine-tune left in ``work_dir`` on the test judgments."""
-    searcher = Searcher(index, LocalBackend(work_dir / "indexes"), embedder=Embedder(model))
+    searcher = Searcher(index, LocalBackend(work_dir / "indexes"), embedder=Embedder(model), settings=settings)
     return evaluate_modes(searcher, queries, qrels, modes=("vector", "hybrid"), metrics=METRICS, progress=False)[0]
 
 
@@ -48,6 +51,8 @@ def main() -> None:
     parser.add_argument("--corpus-steps", type=int, default=30)
     parser.add_argument("--corpus-learning-rate", type=float, default=2e-5)
     parser.add_argument("--runs", default="labelled,corpus,query-log")
+    parser.add_argument("--chunk", default="off", help="TOKENS/STRIDE: embed long documents as windows")
+    parser.add_argument("--settings", type=Path, help="fusion settings (chosen on train, e.g. by hybrid tune)")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "finetune.json")
     args = parser.parse_args()
     folder = args.data / "scifact"
@@ -67,14 +72,18 @@ def main() -> None:
                       "epochs": args.epochs, "learning_rate": args.learning_rate},
     }
     work = args.models / "work"  # the base model's index of the corpus is kept and reused between runs
+    settings = SearchSettings.load(args.settings) if args.settings else None
+    before, after = work_indexes(chunking_setting(args.chunk, None))
     for name in args.runs.split(","):
         options = runs[name]
-        report = finetune(documents, args.models / f"scifact-{name}", work_dir=work, **options)
+        report = finetune(documents, args.models / f"scifact-{name}", work_dir=work, chunking=args.chunk,
+                          settings=settings, **options)
         results[name] = {
             "minutes": round(report.seconds / 60, 1), "train_pairs": report.train_pairs,
             "dev": {"before": report.before, "after": report.after, "promote": report.promote},
-            "test_before": test_figures(work, "before", report.base_model, queries, test),
-            "test_after": test_figures(work, "after", report.model, queries, test),
+            "chunking": args.chunk, "fusion": report.settings["fusion"],
+            "test_before": test_figures(work, before, report.base_model, queries, test, settings),
+            "test_after": test_figures(work, after, report.model, queries, test, settings),
         }
         print(json.dumps({name: results[name]}, indent=2), flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -32,7 +32,7 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import numpy as np  # noqa: E402
-from common import Lookup, passages, percentiles, precomputed  # noqa: E402
+from common import CachedEncoder, Lookup, passages, percentiles, precomputed  # noqa: E402
 
 from hybrid.backends.local import LocalBackend  # noqa: E402
 from hybrid.embed import Embedder, Encoder  # noqa: E402
@@ -49,18 +49,7 @@ SECTIONS = ("encoding", "ranking", "int8", "cli", "large", "install")
 
 def cached(encoder: Encoder, texts: list[str], name: str) -> dict[str, np.ndarray]:
     """``encoder``'s vectors of ``texts``, computed once and kept in the cache folder."""
-    path = CACHE / f"{name}.npy"
-    known: dict[str, np.ndarray] = {}
-    if path.exists():
-        known = dict(zip(json.loads(Path(f"{path}.texts.json").read_text()), np.load(path)))
-    missing = list(dict.fromkeys(t for t in texts if t not in known))
-    if missing:
-        print(f"encoding {len(missing)} texts for {name} (cached afterwards)", flush=True)
-        known.update(zip(missing, encoder.encode(missing)))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        np.save(path, np.stack(list(known.values())))
-        Path(f"{path}.texts.json").write_text(json.dumps(list(known)))
-    return known
+    return dict(zip(texts, CachedEncoder(encoder, CACHE / f"{name}.npy").encode(texts)))
 
 
 def encoding(torch: Embedder, onnx: OnnxEncoder, queries: list[str]) -> dict:

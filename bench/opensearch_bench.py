@@ -69,7 +69,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as data_dir:
         local = LocalBackend(data_dir)
         with local.writer(INDEX, cluster.meta(INDEX)) as writer:
-            writer.write([StoredDocument(d.id, d.fields, d.hash, v) for d, v in zip(docs, vectors)])
+            writer.write([StoredDocument(d.id, d.fields, d.hash, v.reshape(1, -1)) for d, v in zip(docs, vectors)])
             writer.commit()
         searchers = {"local": Searcher(INDEX, local, embedder=embedder),
                      "opensearch": Searcher(INDEX, cluster, embedder=embedder)}

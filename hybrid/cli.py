@@ -17,9 +17,10 @@ from rich.table import Table
 from . import evaluate as ev
 from .backends import open_backend
 from .backends.base import Backend
+from .chunking import Chunking
 from .embed import DEFAULT_MODEL, PRECISIONS, Embedder, Precision
 from .errors import HybridError, IndexNotFoundError, require_extra
-from .fusion import DEFAULT_RANK_CONSTANT
+from .fusion import COMBINATIONS, DEFAULT_RANK_CONSTANT, METHODS, Combination, Method
 from .ingest import ingest
 from .onnx_encoder import ENCODER_KINDS, EncoderKind, document_encoder, export_encoder
 from .searcher import DEFAULT_WINDOW, MODES, Hit, Searcher, SearchSettings
@@ -89,10 +90,30 @@ def cli() -> None:
     """Hybrid BM25 + vector search with reciprocal rank fusion, embedded or on OpenSearch."""
 
 
+def chunk_value(context: click.Context, parameter: click.Parameter, value: str | None) -> str | None:
+    if value is None or value == "off":
+        return value
+    try:
+        return str(Chunking.parse(value))
+    except ValueError as error:
+        raise click.BadParameter(str(error)) from None
+
+
+def chunk_option(command: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option("--chunk", "chunking", metavar="TOKENS/STRIDE|off", callback=chunk_value,
+                        help="Embed documents longer than the model reads as overlapping windows of TOKENS word "
+                             f"pieces, STRIDE apart (e.g. {Chunking()}); the vector leg scores a document by its "
+                             "best window. 'off': whole documents [default: the index's; off for a new one].",
+                        )(command)
+
+
+PRECISION_HELP = ("int8: encode with the quantised ONNX export (about 2x faster on CPU; nDCG@10 within 0.002 on "
+                  "SciFact). Queries then use it too; an index keeps one precision.")
+
+
 def precision_option(command: Callable[..., Any]) -> Callable[..., Any]:
     return click.option("--precision", type=click.Choice(PRECISIONS), default="fp32", show_default=True,
-                        help="int8: encode with the quantised ONNX export (about 2x faster on CPU; nDCG@10 within "
-                             "0.002 on SciFact). Queries then use it too; an index keeps one precision.")(command)
+                        help=PRECISION_HELP)(command)
 
 
 @cli.command("ingest")
@@ -105,19 +126,20 @@ def precision_option(command: Callable[..., Any]) -> Callable[..., Any]:
 @click.option("--model", default=DEFAULT_MODEL, show_default=True,
               help="sentence-transformers model name or path (the default is bundled).")
 @precision_option
+@chunk_option
 @click.option("--batch-size", default=32, show_default=True, type=click.IntRange(min=1))
 @click.option("--failures", "failures_path", type=click.Path(dir_okay=False), default=None,
               help="Where to write documents the index rejected [default: INDEX-failures.jsonl].")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @backend_options
 def ingest_command(backend: Backend, source: str, index: str, id_field: str | None, text_fields: list[str] | None,
-                   model: str, precision: Precision, batch_size: int, failures_path: str | None,
-                   quiet: bool) -> None:
+                   model: str, precision: Precision, chunking: str | None, batch_size: int,
+                   failures_path: str | None, quiet: bool) -> None:
     """Embed the documents of SOURCE (JSONL, CSV or a folder of .txt/.md) and upsert them into an index.
 
     Re-running it is safe: documents are upserted by id and unchanged ones are not embedded again."""
     report = ingest(source, index, backend, document_encoder(model, precision), id_field=id_field,
-                    text_fields=text_fields, batch_size=batch_size, progress=not quiet)
+                    text_fields=text_fields, batch_size=batch_size, progress=not quiet, chunking=chunking)
     console.print(
         f"{index}: read {report.read}, embedded {report.embedded}, unchanged {report.unchanged}; "
         f"{report.count} documents in the index ({report.seconds:.1f} s)\nqueries: {report.query_encoder}"
@@ -163,20 +185,28 @@ def parse_filters(values: tuple[str, ...]) -> dict[str, list[str]]:
 @click.option("--offset", default=0, show_default=True, type=click.IntRange(min=0), help="Hits to skip (paging).")
 @click.option("--window", type=click.IntRange(min=1),
               help=f"Candidates each leg retrieves before fusion [default: {DEFAULT_WINDOW}].")
+@click.option("--fusion", type=click.Choice(METHODS),
+              help="rrf (reciprocal rank fusion), or normalise each leg's scores (min_max, l2, z_score) and "
+                   "combine them [default: rrf, or the --settings file's].")
+@click.option("--combination", type=click.Choice(COMBINATIONS),
+              help="How normalised scores combine (score fusion only): weighted arithmetic, geometric or "
+                   "harmonic mean [default: arithmetic].")
 @click.option("--rank-constant", type=click.IntRange(min=1),
-              help=f"RRF rank constant [default: {DEFAULT_RANK_CONSTANT}].")
+              help=f"RRF rank constant (RRF only) [default: {DEFAULT_RANK_CONSTANT}].")
 @click.option("--json", "as_json", is_flag=True, help="Print hits as JSON.")
 @settings_option
 @query_encoder_option
 @backend_options
 def search_command(backend: Backend, query: str, index: str, k: int, mode: str, filters: tuple[str, ...],
-                   offset: int, window: int | None, rank_constant: int | None, as_json: bool,
-                   settings_path: str | None, query_encoder: EncoderKind | None) -> None:
-    """Search an index with BM25, vectors, or both fused by RRF."""
+                   offset: int, window: int | None, fusion: Method | None, combination: Combination | None,
+                   rank_constant: int | None, as_json: bool, settings_path: str | None,
+                   query_encoder: EncoderKind | None) -> None:
+    """Search an index with BM25, vectors, or both fused (RRF by default)."""
     searcher = Searcher(index, backend, settings=SearchSettings.load(settings_path) if settings_path else None,
                         query_encoder=query_encoder)
     hits = searcher.search(query, k=k, mode=mode, filters=parse_filters(filters),  # type: ignore[arg-type]
-                           offset=offset, window=window, rank_constant=rank_constant)
+                           offset=offset, window=window, rank_constant=rank_constant, fusion=fusion,
+                           combination=combination)
     if as_json:
         click.echo(json.dumps([hit.to_dict() for hit in hits], ensure_ascii=False, indent=2))
     else:
@@ -275,29 +305,56 @@ def eval_command(backend: Backend, index: str | None, queries: str | None, qrels
 @cli.command("tune")
 @click.option("--index")
 @click.option("--queries", type=click.Path(exists=True, dir_okay=False))
-@click.option("--qrels", type=click.Path(exists=True, dir_okay=False))
+@click.option("--qrels", type=click.Path(exists=True, dir_okay=False),
+              help="Judgments to tune on (e.g. a train split).")
+@click.option("--heldout-qrels", type=click.Path(exists=True, dir_okay=False),
+              help="Judgments to score the choice on (e.g. the test split) [default: a held-out share of --qrels].")
 @click.option("--beir", type=click.Path(exists=True, file_okay=False))
 @click.option("--split", default="test", show_default=True)
 @click.option("--metric", default="ndcg@10", show_default=True)
-@click.option("--dev-share", default=0.5, show_default=True, type=click.FloatRange(0.05, 1.0))
+@click.option("--methods", default=",".join(METHODS), show_default=True, help="Fusion methods to try.")
+@click.option("--dev-share", default=0.5, show_default=True, type=click.FloatRange(0.05, 1.0),
+              help="Without --heldout-qrels: the share of --qrels' queries to tune on; the rest scores it.")
 @click.option("--exclude-self", is_flag=True)
 @click.option("--output", type=click.Path(dir_okay=False), default="fusion-settings.json", show_default=True,
               help="Where to write the best settings (load them with --settings or SearchSettings.load).")
 @backend_options
-def tune_command(backend: Backend, index: str | None, queries: str | None, qrels: str | None, beir: str | None,
-                 split: str, metric: str, dev_share: float, exclude_self: bool, output: str) -> None:
-    """Sweep RRF rank_constant, leg weights and window on a dev share of the queries; score the rest."""
+def tune_command(backend: Backend, index: str | None, queries: str | None, qrels: str | None,
+                 heldout_qrels: str | None, beir: str | None, split: str, metric: str, methods: str, dev_share: float,
+                 exclude_self: bool, output: str) -> None:
+    """Choose the fusion method, combination, leg weights, rank constant and window that score best on
+    tuning queries; report the choice and the defaults on held-out queries, with a paired t-test."""
     require_extra("eval", "ranx")
     index, queries, qrels = beir_inputs(beir, index, queries, qrels, split, backend)
+    method_list = comma_list(methods)
+    if unknown := set(method_list) - set(METHODS):
+        raise click.BadParameter(f"unknown methods {sorted(unknown)}; choose from {', '.join(METHODS)}",
+                                 param_hint="--methods")
     result = ev.tune(Searcher(index, backend), ev.load_queries(queries), ev.load_qrels(qrels), metric=metric,
-                     dev_share=dev_share, exclude_self=exclude_self)
+                     heldout_qrels=ev.load_qrels(heldout_qrels) if heldout_qrels else None, dev_share=dev_share,
+                     grid=ev.fusion_grid(method_list), exclude_self=exclude_self)  # type: ignore[arg-type]
     result.best.save(output)
-    console.print(
-        f"best on {result.dev_queries} dev queries: rank_constant={result.best.rank_constant}, "
-        f"weights={dict(result.best.weights)}, window={result.best.window} ({metric} {result.dev_score:.4f})\n"
-        f"held-out {result.heldout_queries} queries: {metric} {result.heldout_score:.4f} "
-        f"(defaults: {result.default_heldout_score:.4f}); settings written to {output}"
-    )
+    console.print(f"best of {result.settings_tried} settings on {result.tuning_queries} tuning queries: "
+                  f"{describe_settings(result.best)} ({metric} {result.tuning_score:.4f})")
+    if not result.heldout_queries:
+        console.print(f"no held-out queries to check it on; settings written to {output}")
+        return
+    if result.significant:
+        verdict = "significantly better than the defaults"
+    elif result.heldout_score < result.default_heldout_score:
+        verdict = ("[bold]worse than the defaults[/] on the held-out queries" + (
+            " (significantly)" if result.p_value < 0.05 else "") + ": keep the defaults")
+    else:
+        verdict = "[bold]not significantly better[/] than the defaults: keep them unless more judgments say otherwise"
+    console.print(f"held-out {result.heldout_queries} queries: {metric} {result.heldout_score:.4f}, defaults "
+                  f"{result.default_heldout_score:.4f} (paired t-test p = {result.p_value:.3f}): {verdict}; "
+                  f"settings written to {output}")
+
+
+def describe_settings(settings: SearchSettings) -> str:
+    method = (f"rrf rank_constant={settings.rank_constant}" if settings.fusion == "rrf"
+              else f"{settings.fusion} {settings.combination} mean")
+    return f"{method}, weights={dict(settings.weights)}, window={settings.window}"
 
 
 @cli.command("finetune")
@@ -319,14 +376,17 @@ def tune_command(backend: Backend, index: str | None, queries: str | None, qrels
 @click.option("--dev-share", default=0.2, show_default=True, type=click.FloatRange(0.0, 0.9),
               help="Queries held out to judge the model before and after.")
 @click.option("--max-steps", default=-1, show_default=True, help="Stop after this many steps (-1: all epochs).")
+@chunk_option
+@settings_option
 @click.option("--id-field", default=None)
 @click.option("--text-fields", default=None, callback=text_fields_list,
               help="As for `hybrid ingest` [default: title,text].")
 @click.option("--json", "as_json", is_flag=True)
 def finetune_command(corpus: str, queries: str | None, qrels: str | None, dev_qrels: str | None,
                      log_queries: str | None, output: str, base_model: str, epochs: int, batch_size: int,
-                     learning_rate: float, dev_share: float, max_steps: int, id_field: str | None,
-                     text_fields: list[str] | None, as_json: bool) -> None:
+                     learning_rate: float, dev_share: float, max_steps: int, chunking: str | None,
+                     settings_path: str | None, id_field: str | None, text_fields: list[str] | None,
+                     as_json: bool) -> None:
     """Adapt the embedding model to your corpus and show, on held-out queries, whether it helped."""
     from .finetune import TRAINING_MODULES, finetune
     from .sources import read_documents
@@ -342,7 +402,8 @@ def finetune_command(corpus: str, queries: str | None, qrels: str | None, dev_qr
                       dev_qrels=ev.load_qrels(dev_qrels) if dev_qrels else None,
                       log_queries=ev.load_queries(log_queries) if log_queries else None, epochs=epochs,
                       batch_size=batch_size, learning_rate=learning_rate, dev_share=dev_share, max_steps=max_steps,
-                      progress=not as_json)
+                      progress=not as_json, chunking=chunking,
+                      settings=SearchSettings.load(settings_path) if settings_path else None)
     if as_json:
         click.echo(json.dumps(asdict(report), indent=2))
         return
@@ -363,30 +424,36 @@ def finetune_command(corpus: str, queries: str | None, qrels: str | None, dev_qr
 @click.option("--model", help="Model to re-embed the index with (a `hybrid finetune` output folder).")
 @click.option("--rollback", is_flag=True, help="Switch back to the version before the current one.")
 @click.option("--force", is_flag=True, help="Use a fine-tuned model even though it did not pass its evaluation.")
-@precision_option
+@click.option("--precision", type=click.Choice(PRECISIONS),
+              help=f"{PRECISION_HELP} [default: the index's without --model, else fp32].")
+@chunk_option
 @click.option("--batch-size", default=32, show_default=True, type=click.IntRange(min=1))
 @click.option("--quiet", is_flag=True)
 @backend_options
 def reindex_command(backend: Backend, index: str, model: str | None, rollback: bool, force: bool,
-                    precision: Precision, batch_size: int, quiet: bool) -> None:
-    """Re-embed an index with another model into a new version and switch to it without downtime."""
+                    precision: Precision | None, chunking: str | None, batch_size: int, quiet: bool) -> None:
+    """Re-embed an index with another model (or chunking) into a new version and switch to it without
+    downtime."""
     from .finetune import FinetuneReport
     from .ingest import reindex
     from .ingest import rollback as roll_back
 
-    if rollback == bool(model):
-        raise click.UsageError("give either --model or --rollback")
+    if rollback == bool(model or chunking):
+        raise click.UsageError("give --model and/or --chunk, or --rollback")
     if rollback:
         left, now = roll_back(index, backend)
         console.print(f"{index} now serves {now} ({backend.count(index)} documents; was {left}, which the next "
                       "write removes: documents ingested after the re-index are not in this version)")
         return
+    if not model:  # only the chunking changes
+        current = backend.meta(index)
+        model, precision = current.model, precision or current.precision  # type: ignore[assignment]
     report = FinetuneReport.load(model) if Path(model).is_dir() else None
     if report is not None and not report.promote and not force:
         raise click.ClickException(f"{model} did not pass its evaluation ({report.verdict}); use --force to "
                                    "switch to it anyway")
-    result = reindex(index, backend, document_encoder(model, precision), batch_size=batch_size,
-                     progress=not quiet)
+    result = reindex(index, backend, document_encoder(model, precision or "fp32"), batch_size=batch_size,
+                     progress=not quiet, chunking=chunking)
     console.print(f"{index} now serves {result.version} ({result.documents} documents, model {result.model}); "
                   f"{result.previous} is kept: `hybrid reindex --index {index} --rollback` switches back")
 

@@ -17,7 +17,7 @@ DEFAULT_TEXT_FIELDS = ("title", "text")
 OPTIONAL_DEFAULT_FIELDS = frozenset({"title"})
 """With the default text fields, a document without a title has an empty one; fields a user names stay required."""
 
-INTERNAL_FIELDS = ("hybrid_id", "hybrid_hash", "hybrid_text", "hybrid_vector")
+INTERNAL_FIELDS = ("hybrid_id", "hybrid_hash", "hybrid_text", "hybrid_vector", "hybrid_windows")
 """Field names the OpenSearch index uses for itself, refused in documents on every backend alike."""
 OPENSEARCH_METADATA_FIELDS = frozenset({
     "_id", "_index", "_source", "_routing", "_field_names", "_ignored", "_seq_no", "_primary_term", "_version",

@@ -20,6 +20,7 @@ from .errors import HybridError, first_line, require_extra
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
+    from tokenizers import Tokenizer
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
 
@@ -66,6 +67,16 @@ class Encoder(Protocol):
 
     @property
     def dimension(self) -> int: ...
+
+    @property
+    def tokenizer(self) -> Tokenizer:
+        """The model's word-piece tokenizer (chunking measures windows with it)."""
+        ...
+
+    @property
+    def max_tokens(self) -> int:
+        """How many word pieces, special tokens included, the model reads of a text."""
+        ...
 
     def encode(self, texts: Sequence[str], batch_size: int = 32) -> np.ndarray: ...
 
@@ -118,6 +129,17 @@ class Embedder:
         if dimension is None:
             raise ValueError(f"model {self.name!r} does not report its embedding dimension")
         return dimension
+
+    @property
+    def tokenizer(self) -> Tokenizer:
+        backend = getattr(self.model.tokenizer, "backend_tokenizer", None)
+        if backend is None:
+            raise HybridError(f"model {self.name!r} has no fast tokenizer, which chunking needs")
+        return backend
+
+    @property
+    def max_tokens(self) -> int:
+        return int(self.model.max_seq_length)
 
     def encode(self, texts: Sequence[str], batch_size: int = 32) -> np.ndarray:
         """Encode texts as a (len(texts), dimension) float32 matrix of unit vectors."""

@@ -2,24 +2,26 @@
 
 Metrics come from ranx (nDCG, recall, MRR, MAP, with trec_eval's definitions: linear gain), not from
 formulas of ours. Runs can be saved as TREC run files and compared with ranx's paired t-test. The
-tuner sweeps the RRF settings on a dev share of the queries and scores the best one on the rest.
+tuner searches fusion methods and their settings on tuning queries and scores the best on held-out ones.
 """
 
 from __future__ import annotations
 
 import itertools
 import json
+import math
 import random
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from tqdm.auto import tqdm
 
 from .backends.base import LegHit
 from .errors import SourceError, require_extra
-from .fusion import rrf
+from .fusion import COMBINATIONS, METHODS, Method
 from .searcher import MODES, Mode, Searcher, SearchSettings
 
 DEFAULT_METRICS = ("ndcg@10", "recall@100", "mrr@10", "map@100")
@@ -81,15 +83,16 @@ class LegRuns:
 
     legs: dict[str, dict[str, list[LegHit]]]
 
+    def subset(self, query_ids: Sequence[str]) -> LegRuns:
+        return LegRuns({q: self.legs[q] for q in query_ids})
+
     def fuse(self, settings: SearchSettings, depth: int, mode: Mode = "hybrid", exclude_self: bool = False) -> Run:
         """The run ``mode`` would give: its legs cut to the window, fused, cut to ``depth``."""
         run: Run = {}
         for query_id, legs in self.legs.items():
-            lists = {leg: [(h.id, h.score) for h in legs[leg][: settings.window]
-                           if not (exclude_self and h.id == query_id)] for leg in MODE_LEGS[mode]}
-            weights = {leg: w for leg, w in settings.weights.items() if leg in lists}
-            fused = rrf(lists, weights=weights, rank_constant=settings.rank_constant)[:depth]
-            run[query_id] = as_run([(hit.id, hit.score) for hit in fused])
+            lists = {leg: [h for h in legs[leg][: settings.window] if not (exclude_self and h.id == query_id)]
+                     for leg in MODE_LEGS[mode]}
+            run[query_id] = as_run([(hit.id, hit.score) for hit in settings.fuse(lists)[:depth]])
         return run
 
 
@@ -146,23 +149,58 @@ def save_trec_run(run: Run, path: str | Path, name: str) -> None:
 
 def compare_runs(qrels: Qrels, runs: Mapping[str, Run], metrics: Sequence[str]) -> str:
     """ranx's comparison table with a paired Student's t-test between every pair of runs."""
+    return str(_compare(qrels, runs, metrics))
+
+
+def _compare(qrels: Qrels, runs: Mapping[str, Run], metrics: Sequence[str]) -> Any:
     require_extra("eval", "ranx")
     from ranx import Qrels as RanxQrels
     from ranx import Run as RanxRun
     from ranx import compare
 
-    ranx_runs = [RanxRun.from_dict(run, name=name) for name, run in runs.items()]
-    return str(compare(RanxQrels.from_dict(qrels), ranx_runs, list(metrics), stat_test="student"))
+    ranx_runs = [RanxRun.from_dict({q: r or {"": 0.0} for q, r in run.items()}, name=name)
+                 for name, run in runs.items()]
+    with warnings.catch_warnings():  # numba's note on an integer cast inside ranx
+        warnings.simplefilter("ignore")
+        return compare(RanxQrels.from_dict(qrels), ranx_runs, list(metrics), stat_test="student")
 
 
 @dataclass
 class TuneResult:
+    """The best setting on the tuning queries, and how it and the defaults score on held-out queries."""
+
     best: SearchSettings
-    dev_score: float
+    tuning_score: float
     heldout_score: float
     default_heldout_score: float
-    dev_queries: int
+    tuning_queries: int
     heldout_queries: int
+    p_value: float
+    """Paired t-test (ranx) of best vs defaults on the held-out queries."""
+    settings_tried: int
+
+    @property
+    def significant(self) -> bool:
+        return self.heldout_score > self.default_heldout_score and self.p_value < 0.05
+
+
+RANK_CONSTANTS = (10, 20, 40, 60, 100)
+BM25_WEIGHTS = (0.25, 0.5, 0.75, 1.0, 1.5, 2.0)
+WINDOWS = (50, 100, 200)
+
+
+def fusion_grid(methods: Sequence[Method] = METHODS, bm25_weights: Sequence[float] = BM25_WEIGHTS,
+                windows: Sequence[int] = WINDOWS, rank_constants: Sequence[int] = RANK_CONSTANTS,
+                ) -> list[SearchSettings]:
+    """Every setting ``tune`` tries: RRF over rank constants, the normalisations over combinations; each
+    with every BM25 weight (the vector leg's is 1) and window."""
+    grid = []
+    for method, weight, window in itertools.product(methods, bm25_weights, windows):
+        weights = {"bm25": weight, "vector": 1.0}
+        variants = ([{"rank_constant": c} for c in rank_constants] if method == "rrf"
+                    else [{"combination": c} for c in COMBINATIONS])
+        grid += [SearchSettings(fusion=method, weights=weights, window=window, **v) for v in variants]  # type: ignore[arg-type]
+    return grid
 
 
 def tune(
@@ -170,35 +208,61 @@ def tune(
     queries: Mapping[str, str],
     qrels: Qrels,
     metric: str = "ndcg@10",
+    heldout_qrels: Qrels | None = None,
     dev_share: float = 0.5,
-    rank_constants: Sequence[int] = (5, 10, 20, 40, 60, 100),
-    bm25_weights: Sequence[float] = (0.5, 0.75, 1.0, 1.25, 1.5, 2.0),
-    windows: Sequence[int] = (20, 50, 100, 200),
+    grid: Sequence[SearchSettings] | None = None,
     exclude_self: bool = False,
     seed: int = 13,
     progress: bool = True,
 ) -> TuneResult:
-    """Grid-search RRF settings on a random dev share of the judged queries; score the best on the rest.
+    """Choose the fusion setting (method, combination, weights, rank constant, window) that scores best.
 
-    Both legs are retrieved once per query at the largest window; every setting is a re-fusion.
+    It is chosen on ``qrels``' queries and scored on ``heldout_qrels``' (e.g. a train and a test split);
+    without them, on a random ``dev_share`` of ``qrels``' queries, scored on the rest. Both legs are
+    retrieved once per query at the largest window; every setting is a re-fusion. The best is compared
+    with the defaults on the held-out queries by a paired t-test, since with a few hundred queries a
+    grid's best is partly chosen by noise.
     """
-    judged = sorted(judged_queries(queries, qrels))
-    random.Random(seed).shuffle(judged)
-    cut = max(1, int(len(judged) * dev_share))
-    dev, heldout = judged[:cut], judged[cut:]
-    legs = retrieve_legs(searcher, {q: queries[q] for q in judged}, max(windows), progress)
+    grid = list(grid or fusion_grid())
+    if heldout_qrels is None:
+        judged = sorted(judged_queries(queries, qrels))
+        random.Random(seed).shuffle(judged)
+        cut = max(1, int(len(judged) * dev_share))
+        tuning, heldout = judged[:cut], judged[cut:]
+        heldout_qrels = qrels
+    else:
+        tuning = sorted(judged_queries(queries, qrels))
+        heldout = sorted(set(judged_queries(queries, heldout_qrels)) - set(tuning))
+    depth = max(s.window for s in [*grid, SearchSettings()])
+    legs = retrieve_legs(searcher, {q: queries[q] for q in [*tuning, *heldout]}, depth, progress)
+    best_score, best = choose(legs.subset(tuning), {q: qrels[q] for q in tuning}, grid, metric, exclude_self,
+                              progress)
+    if not heldout:
+        return TuneResult(best, best_score, float("nan"), float("nan"), len(tuning), 0, float("nan"), len(grid))
+    judged_heldout = {q: heldout_qrels[q] for q in heldout}
+    runs = {name: legs.subset(heldout).fuse(settings, 100, exclude_self=exclude_self)
+            for name, settings in (("best", best), ("default", SearchSettings()))}
+    scores = score(judged_heldout, runs, [metric])
+    return TuneResult(best, best_score, scores["best"][metric], scores["default"][metric], len(tuning),
+                      len(heldout), paired_p_value(judged_heldout, runs["best"], runs["default"], metric), len(grid))
 
-    def value(settings: SearchSettings, ids: Sequence[str]) -> float:
-        subset = LegRuns({q: legs.legs[q] for q in ids})
-        run = subset.fuse(settings, 100, exclude_self=exclude_self)
-        return score({q: qrels[q] for q in ids}, {"run": run}, [metric])["run"][metric]
 
-    grid = [SearchSettings(rank_constant=c, weights={"bm25": w, "vector": 1.0}, window=n)
-            for c, w, n in itertools.product(rank_constants, bm25_weights, windows)]
-    scored = [(value(s, dev), s) for s in tqdm(grid, desc="tuning", unit="setting", disable=None if progress else True)]
-    best_dev, best = max(scored, key=lambda pair: pair[0])
-    return TuneResult(best, best_dev, value(best, heldout) if heldout else float("nan"),
-                      value(SearchSettings(), heldout) if heldout else float("nan"), len(dev), len(heldout))
+def choose(legs: LegRuns, qrels: Qrels, grid: Sequence[SearchSettings], metric: str = "ndcg@10",
+           exclude_self: bool = False, progress: bool = False) -> tuple[float, SearchSettings]:
+    """The setting of ``grid`` whose fused runs score best on ``qrels`` (the first of equals), and its score."""
+    def value(settings: SearchSettings) -> float:
+        return score(qrels, {"run": legs.fuse(settings, 100, exclude_self=exclude_self)}, [metric])["run"][metric]
+
+    bar = tqdm(grid, desc="tuning", unit="setting", disable=None if progress else True)
+    return max(((value(settings), settings) for settings in bar), key=lambda pair: pair[0])
+
+
+def paired_p_value(qrels: Qrels, first: Run, second: Run, metric: str) -> float:
+    """Two-sided paired Student's t-test of two runs' per-query ``metric`` (ranx's); 1.0 for equal runs."""
+    if first == second:
+        return 1.0
+    p_value = float(_compare(qrels, {"a": first, "b": second}, [metric]).to_dict()["a"]["comparisons"]["b"][metric])
+    return 1.0 if math.isnan(p_value) else p_value
 
 
 def plot(results: Mapping[str, Mapping[str, float]], path: str | Path, title: str) -> None:

@@ -33,9 +33,8 @@ from .documents import Document, document_text
 from .embed import DEFAULT_MODEL, Embedder, resolve_model_path
 from .errors import require_extra
 from .evaluate import Qrels, evaluate_modes
-from .fusion import rrf
-from .ingest import ingest_documents
-from .searcher import Searcher
+from .ingest import chunking_setting, ingest_documents
+from .searcher import Searcher, SearchSettings
 
 REPORT_FILE = "hybrid-finetune.json"
 TRAINING_MODULES = ("datasets", "accelerate", "ranx")
@@ -92,9 +91,10 @@ def split_by_query(pairs: Sequence[Pair], dev_share: float, seed: int = 13) -> t
 
 
 def _fused_ids(searcher: Searcher, queries: Sequence[str], depth: int) -> list[list[str]]:
-    """Each query's top ``depth`` hybrid ids (BM25 and vector legs fused by RRF), queries encoded at once."""
-    return [[hit.id for hit in rrf({leg: [(h.id, h.score) for h in hits] for leg, hits in legs.items()})]
-            for legs in searcher.retrieve_many(queries, window=depth)]
+    """Each query's top ``depth`` hybrid ids, fused with the searcher's settings, queries encoded at once."""
+    window = max(depth, searcher.settings.window)
+    return [[hit.id for hit in searcher.settings.fuse(legs)][:depth]
+            for legs in searcher.retrieve_many(queries, window=window)]
 
 
 def _local_index(searcher: Searcher) -> LocalIndex:
@@ -135,12 +135,12 @@ def mine_negatives(pairs: Sequence[Pair], searcher: Searcher, depth: int = 30, s
     rng = random.Random(seed)
     negatives = []
     for pair, fused in zip(pairs, _fused_ids(searcher, [p.query for p in pairs], depth)):
-        own = np.stack([index.vectors[row[d]] for d in positives[pair.query_id] if d in row] or
-                       [np.zeros(index.vectors.shape[1], dtype=np.float32)])
+        own = np.stack([index.lead_vectors[row[d]] for d in positives[pair.query_id] if d in row] or
+                       [np.zeros(index.lead_vectors.shape[1], dtype=np.float32)])
         allowed = [
             doc_id for doc_id in fused
             if doc_id not in positives[pair.query_id]
-            and float(np.max(own @ index.vectors[row[doc_id]])) < NEAR_DUPLICATE
+            and float(np.max(own @ index.lead_vectors[row[doc_id]])) < NEAR_DUPLICATE
         ]
         candidates = allowed[skip:skip + 10] or allowed[-10:]
         chosen = rng.choice(candidates) if candidates else rng.choice(index.ids)
@@ -240,6 +240,8 @@ def finetune(
     work_dir: str | Path | None = None,
     seed: int = 13,
     progress: bool = True,
+    settings: SearchSettings | None = None,
+    chunking: str | None = None,
 ) -> FinetuneReport:
     """Fine-tune ``base_model`` on ``documents`` (and judgments, if given); save it and its report in ``output``.
 
@@ -250,6 +252,10 @@ def finetune(
 
     ``work_dir`` keeps the "before" and "after" local indexes (a temporary folder by default); reusing
     it skips re-embedding the corpus with the base model, which is unchanged.
+
+    Mining, query-log pairing and both evaluations fuse with ``settings`` (e.g. the index's tuned
+    ones) and embed with ``chunking`` (``TOKENS/STRIDE``, e.g. the index's), so the gate compares the
+    models as the index would use them.
     """
     require_extra("train", *TRAINING_MODULES)
     started = time.perf_counter()
@@ -264,9 +270,11 @@ def finetune(
                          "to use")
     with tempfile.TemporaryDirectory() as scratch:
         backend = LocalBackend(Path(work_dir or scratch) / "indexes")
+        chunks = chunking_setting(chunking, None)
+        before_index, after_index = work_indexes(chunks)
         base = Embedder(base_model)
-        ingest_documents(documents, "before", backend, base, progress=progress)
-        before_searcher = Searcher("before", backend, embedder=base)
+        ingest_documents(documents, before_index, backend, base, progress=progress, chunking=chunks)
+        before_searcher = Searcher(before_index, backend, embedder=base, settings=settings)
         pairs = pairs or retrieval_pairs(log, before_searcher)
         train, dev, judgments = dev_split(pairs, queries, dev_qrels, qrels, by_id, dev_share, seed)
         before = evaluate_dev(before_searcher, dev, judgments) if dev else {}
@@ -274,10 +282,11 @@ def finetune(
         model_path = _train(base_model, train, negatives, dev, before_searcher, judgments, Path(output), epochs,
                             batch_size, learning_rate, max_steps, seed, progress)
         tuned = Embedder(str(model_path))
-        if backend.exists("after"):  # left by an earlier run in the same work_dir, for another model
-            backend.delete("after")
-        ingest_documents(documents, "after", backend, tuned, progress=progress)
-        after = evaluate_dev(Searcher("after", backend, embedder=tuned), dev, judgments) if dev else {}
+        if backend.exists(after_index):  # left by an earlier run in the same work_dir, for another model
+            backend.delete(after_index)
+        ingest_documents(documents, after_index, backend, tuned, progress=progress, chunking=chunks)
+        after_searcher = Searcher(after_index, backend, embedder=tuned, settings=settings)
+        after = evaluate_dev(after_searcher, dev, judgments) if dev else {}
     promote, verdict = gate(before, after, judged) if dev else (False, "no dev queries: nothing proves a gain")
     report = FinetuneReport(
         base_model=base_model, model=str(model_path), labelled=labelled, train_pairs=len(train),
@@ -285,10 +294,17 @@ def finetune(
         seconds=round(time.perf_counter() - started, 1), dev_judged=judged,
         settings={"pairs": "judged" if labelled else "log queries" if log else "corpus", "epochs": epochs,
                   "batch_size": batch_size, "learning_rate": learning_rate, "dev_share": dev_share,
-                  "max_steps": max_steps, "seed": seed},
+                  "max_steps": max_steps, "seed": seed, "chunking": chunks or "off",
+                  "fusion": (settings or SearchSettings()).to_dict()},
     )
     report.save(model_path)
     return report
+
+
+def work_indexes(chunking: str) -> tuple[str, str]:
+    """Names of the "before" and "after" indexes in a work folder, one pair per chunking."""
+    tag = chunking.replace("/", "-") or "whole"
+    return f"before-{tag}", f"after-{tag}"
 
 
 def _train(base_model: str, train: Sequence[Pair], negatives: Sequence[str], dev: Sequence[Pair],

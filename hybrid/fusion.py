@@ -1,36 +1,168 @@
-"""Reciprocal rank fusion (RRF) of ranked lists, as a pure function.
+"""Fusion of ranked lists, as pure functions: reciprocal rank fusion and score-normalisation fusion.
 
 Every backend returns each leg as a ranked list of ``(id, score)``; fusing them here, and only here,
-is what makes the local index and OpenSearch rank alike. The formula is OpenSearch's:
+is what makes the local index and OpenSearch rank alike. The methods are OpenSearch's (neural-search's
+``score-ranker-processor`` and ``normalization-processor``), with 1-based ranks:
 
-    score(d) = sum over legs of weight_leg / (rank_constant + rank_leg(d))
+- ``rrf``: ``score(d) = sum over legs of weight_leg / (rank_constant + rank_leg(d))``; a leg that did not
+  return ``d`` adds nothing.
+- ``min_max``, ``l2``, ``z_score``: each leg's scores are normalised over the hits that leg returned, then
+  combined per document by the weighted ``arithmetic``, ``geometric`` or ``harmonic`` mean.
 
-with 1-based ranks; a leg that did not return ``d`` adds nothing.
+Where this differs from OpenSearch (2.19 / 3.x source), and why:
+
+- A leg that did not return a document counts as ``MIN_SCORE`` (0.001, the floor OpenSearch gives its own
+  lowest hits) in the mean, so a document found by one leg only ranks below one found by both at the same
+  score. OpenSearch leaves the missing leg out of the mean, which ranks a document that one leg placed
+  first level with one that both legs placed first (Elasticsearch's ``linear`` retriever and Haystack's
+  joiner count it as 0, as here).
+- ``l2`` is floored at ``MIN_SCORE`` too: an inner product below zero (the vector leg's raw score) would
+  otherwise be negative, which OpenSearch's means leave out, ranking such a document as if that leg
+  liked it. (OpenSearch normalises the k-NN score ``1 + ip`` instead of ``ip``; for ``l2`` alone, of the
+  three, that shift changes the result.)
+- ``z_score``: OpenSearch returns a leg's raw maximum for a score equal to the mean and its raw minimum
+  when all scores are equal, mixing raw and normalised scales; here a score at or below the mean gets
+  ``MIN_SCORE`` (as OpenSearch does below it) and equal scores all get 1.0 (as its ``min_max`` does).
+  The standard deviation is the sample one (n - 1), as OpenSearch's.
+- Weights need not sum to 1 (OpenSearch requires it); the means divide by the weights' sum, so only
+  their ratio matters. A weight of 0 drops a leg.
 """
 
 from __future__ import annotations
 
+import math
+import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Literal, get_args
 
+Method = Literal["rrf", "min_max", "l2", "z_score"]
+Combination = Literal["arithmetic", "geometric", "harmonic"]
+METHODS: tuple[Method, ...] = get_args(Method)
+COMBINATIONS: tuple[Combination, ...] = get_args(Combination)
 DEFAULT_RANK_CONSTANT = 60
+MIN_SCORE = 0.001
+"""OpenSearch's floor for a normalised score (min_max's minimum, z_score's at or below the mean)."""
 
 
 @dataclass(frozen=True)
 class LegRank:
-    """Where one leg placed a document: its 1-based rank and that leg's raw score."""
+    """Where one leg placed a document: its 1-based rank, that leg's raw score, and the value fusion
+    combined for it (``1 / (rank_constant + rank)`` for RRF, the normalised score otherwise)."""
 
     rank: int
     score: float
+    normalized: float
 
 
 @dataclass(frozen=True)
 class FusedHit:
-    """A document in the fused list, with its RRF score and each leg's rank (None where it missed)."""
+    """A document in the fused list, with its fused score and each leg's rank (None where it missed)."""
 
     id: str
     score: float
     legs: Mapping[str, LegRank | None]
+
+
+@dataclass(frozen=True)
+class Fusion:
+    """How to fuse: the method, the combination (score-normalisation methods only), per-leg weights
+    (1.0 where not given) and RRF's rank constant."""
+
+    method: Method = "rrf"
+    combination: Combination = "arithmetic"
+    weights: Mapping[str, float] | None = None
+    rank_constant: int = DEFAULT_RANK_CONSTANT
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ValueError(f"fusion method must be one of {', '.join(METHODS)}, got {self.method!r}")
+        if self.combination not in COMBINATIONS:
+            raise ValueError(f"combination must be one of {', '.join(COMBINATIONS)}, got {self.combination!r}")
+        if not isinstance(self.rank_constant, int) or self.rank_constant < 1:
+            raise ValueError(f"rank_constant must be a whole number of at least 1, got {self.rank_constant!r}")
+        weights = self.weights or {}
+        if not isinstance(weights, Mapping) or not all(isinstance(w, int | float) for w in weights.values()):
+            raise ValueError(f"weights must map legs to numbers, got {weights!r}")
+        if negative := {leg: w for leg, w in weights.items() if not 0 <= w < math.inf}:
+            raise ValueError(f"weights must be zero or more (and finite), got {negative}")
+
+    def __call__(self, legs: Mapping[str, Sequence[tuple[str, float]]]) -> list[FusedHit]:
+        """Fuse ranked ``(id, score)`` lists, best first. Ties go to the smaller id (RRF), or to the
+        document with the better rank in either leg, then the smaller id (score fusion, whose floors make
+        ties in the tail), so pages are stable. A document listed twice by one leg keeps its first place."""
+        weights = self.weights or {}
+        if unknown := set(weights) - set(legs):
+            raise ValueError(f"weights given for unknown legs: {sorted(unknown)}")
+        ranks: dict[str, dict[str, LegRank]] = {}
+        for leg, hits in legs.items():
+            unique = _first_places(hits)
+            values = self._leg_values([score for _, score in unique])
+            for position, ((doc_id, score), value) in enumerate(zip(unique, values), start=1):
+                ranks.setdefault(doc_id, {})[leg] = LegRank(position, score, value)
+        leg_weights = {leg: weights.get(leg, 1.0) for leg in legs}
+        fused = [FusedHit(doc_id, self._combine(by_leg, leg_weights), {leg: by_leg.get(leg) for leg in legs})
+                 for doc_id, by_leg in ranks.items()]
+        if self.method == "rrf":
+            fused.sort(key=lambda hit: (-hit.score, hit.id))
+        else:
+            fused.sort(key=lambda hit: (-hit.score, min(r.rank for r in hit.legs.values() if r), hit.id))
+        return fused
+
+    def _leg_values(self, scores: Sequence[float]) -> list[float]:
+        if self.method == "rrf":
+            return [1.0 / (self.rank_constant + rank) for rank in range(1, len(scores) + 1)]
+        return normalize(scores, self.method)
+
+    def _combine(self, by_leg: Mapping[str, LegRank], weights: Mapping[str, float]) -> float:
+        if self.method == "rrf":
+            return sum(weights[leg] / (self.rank_constant + rank.rank) for leg, rank in by_leg.items())
+        values = {leg: by_leg[leg].normalized if leg in by_leg else MIN_SCORE for leg in weights}
+        return combine(values, weights, self.combination)
+
+
+def _first_places(hits: Sequence[tuple[str, float]]) -> list[tuple[str, float]]:
+    seen: set[str] = set()
+    return [(doc_id, score) for doc_id, score in hits if not (doc_id in seen or seen.add(doc_id))]
+
+
+def normalize(scores: Sequence[float], method: Method) -> list[float]:
+    """One leg's raw scores -> normalised scores over that leg's hits (``min_max``, ``l2``, ``z_score``)."""
+    if not scores:
+        return []
+    if method == "min_max":
+        low, high = min(scores), max(scores)
+        if high == low:
+            return [1.0] * len(scores)
+        return [max((score - low) / (high - low), MIN_SCORE) for score in scores]
+    if method == "l2":
+        norm = math.sqrt(sum(score * score for score in scores))
+        return [max(score / norm, MIN_SCORE) if norm else MIN_SCORE for score in scores]
+    if method == "z_score":
+        deviation = statistics.stdev(scores) if len(scores) > 1 else 0.0
+        if deviation == 0:
+            return [1.0] * len(scores)
+        mean = statistics.fmean(scores)
+        return [max((score - mean) / deviation, MIN_SCORE) for score in scores]
+    raise ValueError(f"no normalisation called {method!r}")
+
+
+def combine(values: Mapping[str, float], weights: Mapping[str, float], combination: Combination) -> float:
+    """The weighted mean of one document's normalised leg scores. As in OpenSearch, the geometric and
+    harmonic means leave out values that are not positive (their logarithm or inverse is undefined; the
+    normalisations here never give one) and legs of weight 0."""
+    if combination == "arithmetic":
+        total = sum(weights.values())
+        return sum(weights[leg] * value for leg, value in values.items()) / total if total else 0.0
+    positive = {leg: value for leg, value in values.items() if value > 0 and weights[leg] > 0}
+    total = sum(weights[leg] for leg in positive)
+    if not total:
+        return 0.0
+    if combination == "geometric":
+        return math.exp(sum(weights[leg] * math.log(value) for leg, value in positive.items()) / total)
+    if combination == "harmonic":
+        return total / sum(weights[leg] / value for leg, value in positive.items())
+    raise ValueError(f"no combination called {combination!r}")
 
 
 def rrf(
@@ -38,27 +170,5 @@ def rrf(
     weights: Mapping[str, float] | None = None,
     rank_constant: int = DEFAULT_RANK_CONSTANT,
 ) -> list[FusedHit]:
-    """Fuse ranked ``(id, score)`` lists, best first; ties go to the smaller id so pages are stable.
-
-    ``weights`` defaults to 1.0 for each leg. A document listed twice by one leg keeps its best rank.
-    """
-    if rank_constant < 1:
-        raise ValueError(f"rank_constant must be at least 1, got {rank_constant}")
-    weights = weights or {}
-    unknown = set(weights) - set(legs)
-    if unknown:
-        raise ValueError(f"weights given for unknown legs: {sorted(unknown)}")
-    ranks: dict[str, dict[str, LegRank]] = {}
-    for leg, hits in legs.items():
-        for position, (doc_id, score) in enumerate(hits, start=1):
-            ranks.setdefault(doc_id, {}).setdefault(leg, LegRank(position, score))
-    fused = [
-        FusedHit(
-            id=doc_id,
-            score=sum(weights.get(leg, 1.0) / (rank_constant + r.rank) for leg, r in by_leg.items()),
-            legs={leg: by_leg.get(leg) for leg in legs},
-        )
-        for doc_id, by_leg in ranks.items()
-    ]
-    fused.sort(key=lambda hit: (-hit.score, hit.id))
-    return fused
+    """Reciprocal rank fusion of ranked ``(id, score)`` lists (``Fusion("rrf", ...)``)."""
+    return Fusion("rrf", weights=weights, rank_constant=rank_constant)(legs)

@@ -8,13 +8,15 @@ the next batch is being encoded (the OpenSearch writer sends in the background).
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 from tqdm.auto import tqdm
 
 from .backends.base import Backend, IndexMeta, IndexWriter, StoredDocument, WriteFailure, check_index_name
+from .chunking import Chunking, plain, windows
 from .documents import DEFAULT_TEXT_FIELDS, Document
 from .embed import Encoder
 from .errors import HybridError, IncompatibleIndexError
@@ -39,8 +41,16 @@ class IngestReport:
     """Where queries' ONNX encoder is, or why queries use torch."""
 
 
-def check_compatible(existing: IndexMeta, index: str, embedder: Encoder, text_fields: tuple[str, ...]) -> None:
-    """Refuse to mix vector spaces (another model) or BM25 texts (other fields) in one index."""
+def chunking_setting(requested: str | None, existing: IndexMeta | None) -> str:
+    """The chunking an index gets: ``requested`` (``TOKENS/STRIDE``, or ``off``), else what it has."""
+    if requested is None:
+        return existing.chunking if existing else ""
+    return "" if requested in ("", "off") else str(Chunking.parse(requested))
+
+
+def check_compatible(existing: IndexMeta, index: str, embedder: Encoder, text_fields: tuple[str, ...],
+                     chunking: str) -> None:
+    """Refuse to mix vector spaces (another model), BM25 texts (other fields) or chunkings in one index."""
     if (existing.model, existing.precision) != (embedder.name, embedder.precision):
         raise IncompatibleIndexError(
             f"index {index!r} holds {existing.dimension}-d vectors of model {existing.model!r} at "
@@ -52,6 +62,15 @@ def check_compatible(existing: IndexMeta, index: str, embedder: Encoder, text_fi
             f"index {index!r} was built from text fields {','.join(existing.text_fields)}, "
             f"not {','.join(text_fields)}; pass --text-fields {','.join(existing.text_fields)}"
         )
+    if existing.chunking != chunking:
+        raise IncompatibleIndexError(
+            f"index {index!r} embeds {describe_chunking(existing.chunking)}, not {describe_chunking(chunking)}; "
+            f"leave out --chunk, or change the whole index with `hybrid reindex --index {index} --chunk ...`"
+        )
+
+
+def describe_chunking(chunking: str) -> str:
+    return f"windows of {chunking} (tokens/stride)" if chunking else "whole documents"
 
 
 def ingest_documents(
@@ -61,8 +80,12 @@ def ingest_documents(
     embedder: Encoder,
     batch_size: int = 32,
     progress: bool = True,
+    chunking: str | None = None,
 ) -> IngestReport:
     """Upsert ``documents`` into ``index`` (created if absent), embedding only what changed.
+
+    ``chunking`` (``TOKENS/STRIDE`` or ``off``) embeds long documents as windows; None keeps the
+    index's (whole documents for a new index).
 
     The model is checked against the index before anything is written; it is not even loaded when
     the index already holds every document unchanged (unless its ONNX query encoder is still to be
@@ -74,14 +97,15 @@ def ingest_documents(
     text_fields = documents[0].text_fields if documents else DEFAULT_TEXT_FIELDS
     with backend.lock(index):
         existing = backend.meta(index) if backend.exists(index) else None
+        chunks = chunking_setting(chunking, existing)
         if existing is not None:
-            check_compatible(existing, index, embedder, text_fields)
+            check_compatible(existing, index, embedder, text_fields, chunks)
         stored = backend.hashes(index) if existing else {}
         changed = sorted((d for d in documents if stored.get(d.id) != d.hash), key=lambda d: len(d.text))
         failures: list[WriteFailure] = []
         if changed or existing is None:
             meta = IndexMeta(model=embedder.name, dimension=embedder.dimension, text_fields=text_fields,
-                             precision=embedder.precision)
+                             precision=embedder.precision, chunking=chunks)
             failures = _embed_and_write(changed, index, backend, embedder, meta, batch_size, progress)
         count = backend.count(index)
     expected = len((stored.keys() | {d.id for d in documents}) - ({f.id for f in failures} - stored.keys()))
@@ -109,19 +133,33 @@ def _embed_and_write(
     progress: bool,
 ) -> list[WriteFailure]:
     with backend.writer(index, meta) as writer:
-        return _embed_into(writer, documents, embedder, batch_size, progress, f"embedding into {index}")
+        return _embed_into(writer, documents, embedder, meta, batch_size, progress, f"embedding into {index}")
 
 
-def _embed_into(writer: IndexWriter, documents: Sequence[Document], embedder: Encoder, batch_size: int,
-                progress: bool, label: str) -> list[WriteFailure]:
-    """Encode in chunks and hand each to the writer (which may send it while the next is encoded)."""
+def _embed_into(writer: IndexWriter, documents: Sequence[Document], embedder: Encoder, meta: IndexMeta,
+                batch_size: int, progress: bool, label: str) -> list[WriteFailure]:
+    """Encode in batches of documents (each as its windows where ``meta`` chunks) and hand each batch to
+    the writer (which may send it while the next is encoded)."""
+    split = _splitter(embedder, meta)
     with tqdm(total=len(documents), desc=label, unit="doc", disable=None if progress else True) as bar:
         for start in range(0, len(documents), ENCODE_CHUNK):
-            chunk = documents[start : start + ENCODE_CHUNK]
-            vectors = embedder.encode([d.text for d in chunk], batch_size=batch_size)
-            writer.write([StoredDocument(d.id, d.fields, d.hash, v) for d, v in zip(chunk, vectors)])
-            bar.update(len(chunk))
+            batch = documents[start : start + ENCODE_CHUNK]
+            texts = [split(d) for d in batch]
+            vectors = embedder.encode([text for parts in texts for text in parts], batch_size=batch_size)
+            ends = np.cumsum([len(parts) for parts in texts])
+            writer.write([StoredDocument(d.id, d.fields, d.hash, vectors[end - len(parts) : end])
+                          for d, parts, end in zip(batch, texts, ends)])
+            bar.update(len(batch))
         return writer.commit()
+
+
+def _splitter(embedder: Encoder, meta: IndexMeta) -> Callable[[Document], list[str]]:
+    """What to embed of a document: its text, or its windows in a chunked index."""
+    chunks = meta.chunks
+    if chunks is None:
+        return lambda document: [document.text]
+    tokenizer, limit = plain(embedder.tokenizer), embedder.max_tokens
+    return lambda document: windows(document.fields, document.text_fields, chunks, tokenizer, limit)
 
 
 @dataclass
@@ -136,8 +174,9 @@ class ReindexReport:
 
 
 def reindex(index: str, backend: Backend, embedder: Encoder, batch_size: int = 32,
-            progress: bool = True) -> ReindexReport:
+            progress: bool = True, chunking: str | None = None) -> ReindexReport:
     """Re-embed every document of ``index`` with ``embedder`` into a new version, then switch to it.
+    ``chunking`` (``TOKENS/STRIDE`` or ``off``) changes how long documents are embedded; None keeps it.
 
     The index keeps answering from the old version until the switch, which is atomic; the old
     version is kept for ``rollback``. Nothing is switched if any document fails. The writer lock is
@@ -151,10 +190,11 @@ def reindex(index: str, backend: Backend, embedder: Encoder, batch_size: int = 3
         documents = sorted((Document(doc_id, fields, text_fields) for doc_id, fields in backend.documents(index)),
                            key=lambda d: len(d.text))
         meta = IndexMeta(model=embedder.name, dimension=embedder.dimension, text_fields=text_fields,
-                         precision=embedder.precision)
+                         precision=embedder.precision, chunking=chunking_setting(chunking, snapshot.meta))
         version, writer = backend.new_version(index, meta)
         with writer:  # on any failure the writer removes the new version again
-            failures = _embed_into(writer, documents, embedder, batch_size, progress, f"re-embedding {index}")
+            failures = _embed_into(writer, documents, embedder, meta, batch_size, progress,
+                                   f"re-embedding {index}")
             if failures:
                 raise HybridError(f"{len(failures)} documents failed to re-index (first: {failures[0].id}: "
                                   f"{failures[0].reason}); {index} still serves {snapshot.version}")
@@ -187,6 +227,7 @@ def ingest(
     text_fields: Sequence[str] | None = None,
     batch_size: int = 32,
     progress: bool = True,
+    chunking: str | None = None,
 ) -> IngestReport:
     """Read ``source`` (JSONL, CSV or a folder of .txt/.md) and upsert it into ``index``.
 
@@ -194,4 +235,5 @@ def ingest(
     checked before the first document is embedded."""
     check_index_name(index)
     documents = read_documents(source, id_field=id_field, text_fields=text_fields)
-    return ingest_documents(documents, index, backend, embedder, batch_size=batch_size, progress=progress)
+    return ingest_documents(documents, index, backend, embedder, batch_size=batch_size, progress=progress,
+                            chunking=chunking)

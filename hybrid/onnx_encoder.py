@@ -52,6 +52,7 @@ from .errors import HybridError, MissingExtraError, first_line, require_extra
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
+    from tokenizers import Tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -147,6 +148,10 @@ class OnnxEncoder:
     @property
     def dimension(self) -> int:
         return self.manifest.dimension
+
+    @property
+    def max_tokens(self) -> int:
+        return self.manifest.max_length
 
     def encode(self, texts: Sequence[str], batch_size: int = 32) -> np.ndarray:
         """Encode texts as a (len(texts), dimension) float32 matrix of unit vectors."""
@@ -462,6 +467,14 @@ class LazyEncoder:
     @property
     def dimension(self) -> int:
         return self.encoder.dimension
+
+    @property
+    def tokenizer(self) -> Tokenizer:
+        return self.encoder.tokenizer
+
+    @property
+    def max_tokens(self) -> int:
+        return self.encoder.max_tokens
 
     def encode(self, texts: Sequence[str], batch_size: int = 32) -> np.ndarray:
         return self.encoder.encode(texts, batch_size)

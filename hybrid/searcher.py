@@ -10,7 +10,7 @@ import json
 import math
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -20,7 +20,7 @@ from .backends import open_backend
 from .backends.base import LEGS, Backend, Filters, IndexMeta, LegHit, LegQuery, Snapshot, check_index_name
 from .embed import Encoder
 from .errors import VersionGoneError
-from .fusion import DEFAULT_RANK_CONSTANT, LegRank, rrf
+from .fusion import DEFAULT_RANK_CONSTANT, Combination, FusedHit, Fusion, LegRank, Method
 from .onnx_encoder import EncoderKind, query_encoder_for
 
 if TYPE_CHECKING:
@@ -33,7 +33,8 @@ DEFAULT_WINDOW = 100
 
 @dataclass(frozen=True)
 class Hit:
-    """One search result. ``score`` is the RRF score in hybrid mode and the leg's own score otherwise."""
+    """One search result. ``score`` is the fused score in hybrid mode and the leg's own score otherwise;
+    each leg's rank, raw score and the value fusion combined are in ``bm25`` and ``vector``."""
 
     id: str
     score: float
@@ -43,7 +44,8 @@ class Hit:
 
     def to_dict(self) -> dict[str, Any]:
         def leg(rank: LegRank | None) -> dict[str, Any]:
-            return {"rank": rank.rank if rank else None, "score": rank.score if rank else None}
+            return {"rank": rank.rank, "score": rank.score, "normalized": rank.normalized} if rank else \
+                {"rank": None, "score": None, "normalized": None}
 
         return {"id": self.id, "score": self.score, "bm25": leg(self.bm25), "vector": leg(self.vector),
                 "source": self.source}
@@ -51,39 +53,55 @@ class Hit:
 
 @dataclass(frozen=True)
 class SearchSettings:
-    """Fusion settings a searcher uses unless a call overrides them; ``hybrid tune`` writes them as JSON."""
+    """Fusion settings a searcher uses unless a call overrides them; ``hybrid tune`` writes them as JSON.
 
+    ``fusion`` is ``rrf`` (the default) or a score normalisation (``min_max``, ``l2``, ``z_score``)
+    combined by the weighted ``combination`` mean; ``rank_constant`` applies to RRF only. ``window``
+    is how many hits of each leg are fused."""
+
+    fusion: Method = "rrf"
+    combination: Combination = "arithmetic"
     rank_constant: int = DEFAULT_RANK_CONSTANT
     weights: Mapping[str, float] = field(default_factory=lambda: {"bm25": 1.0, "vector": 1.0})
     window: int = DEFAULT_WINDOW
 
     def __post_init__(self) -> None:
-        if self.rank_constant < 1:
-            raise ValueError(f"rank_constant must be at least 1, got {self.rank_constant}")
-        if self.window < 1:
-            raise ValueError(f"window must be at least 1, got {self.window}")
+        if not isinstance(self.window, int) or self.window < 1:
+            raise ValueError(f"window must be a whole number of at least 1, got {self.window!r}")
+        if not isinstance(self.weights, Mapping):
+            raise ValueError(f"weights must map legs to numbers, got {self.weights!r}")
         if not set(self.weights) <= set(LEGS):
             raise ValueError(f"weights name unknown legs {sorted(set(self.weights) - set(LEGS))}; legs are {LEGS}")
-        if negative := {leg: w for leg, w in self.weights.items() if not w >= 0}:
-            raise ValueError(f"weights must be zero or more, got {negative}")
+        self.fuser  # noqa: B018 - validates method, combination, rank constant and weights
 
-    def but(self, rank_constant: int | None = None, weights: Mapping[str, float] | None = None,
-            window: int | None = None) -> SearchSettings:
+    @property
+    def fuser(self) -> Fusion:
+        return Fusion(self.fusion, self.combination, self.weights, self.rank_constant)
+
+    def fuse(self, legs: Mapping[str, Sequence[LegHit]], depth: int | None = None) -> list[FusedHit]:
+        """The one step from retrieved legs to a fused list, taken by search, evaluation, tuning and
+        fine-tuning alike: each leg cut to ``depth`` (default: the window), then fused."""
+        cut = self.window if depth is None else depth
+        lists = {leg: [(hit.id, hit.score) for hit in hits[:cut]] for leg, hits in legs.items()}
+        return replace(self.fuser, weights={leg: w for leg, w in self.weights.items() if leg in lists})(lists)
+
+    def but(self, **changes: Any) -> SearchSettings:
         """These settings with the given ones replaced (None keeps a setting; 0 is a value, and refused)."""
-        return SearchSettings(
-            rank_constant=self.rank_constant if rank_constant is None else rank_constant,
-            weights=self.weights if weights is None else weights,
-            window=self.window if window is None else window,
-        )
+        return replace(self, **{name: value for name, value in changes.items() if value is not None})
 
     @classmethod
     def load(cls, path: str | Path) -> SearchSettings:
+        """Settings from a JSON file; a setting it leaves out keeps its default."""
         data = json.loads(Path(path).read_text())
-        return cls(**{name: data[name] for name in ("rank_constant", "weights", "window") if name in data})
+        if not isinstance(data, dict):
+            raise ValueError(f"{path}: expected a JSON object of settings, got {type(data).__name__}")
+        return cls(**{name: data[name] for name in cls.__dataclass_fields__ if name in data})
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "weights": dict(self.weights)}
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(
-            {"rank_constant": self.rank_constant, "weights": dict(self.weights), "window": self.window}, indent=2))
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2))
 
 
 def candidate_depth(window: int, end: int) -> int:
@@ -188,8 +206,9 @@ class Searcher:
         pairs = zip(queries, vectors)
         if progress:  # a disabled bar still costs more than a whole local query
             pairs = tqdm(pairs, total=len(queries), desc="queries", unit="q", disable=None)  # None: off without a TTY
+        windows = bool(snapshot.meta.chunking)
         return [self.backend.retrieve(snapshot.version, LegQuery(query if mode != "vector" else None, vector,
-                                                                 depth, filters or {}))
+                                                                 depth, filters or {}, windows))
                 for query, vector in pairs]
 
     def search(
@@ -202,6 +221,8 @@ class Searcher:
         rank_constant: int | None = None,
         window: int | None = None,
         offset: int = 0,
+        fusion: Method | None = None,
+        combination: Combination | None = None,
     ) -> list[Hit]:
         """The hits ranked ``offset+1 .. offset+k``; unset fusion arguments come from ``settings``.
 
@@ -214,7 +235,8 @@ class Searcher:
             raise ValueError(f"k must be at least 1, got {k}")
         if offset < 0:
             raise ValueError(f"offset must not be negative, got {offset}")
-        settings = self.settings.but(rank_constant, weights, window)
+        settings = self.settings.but(fusion=fusion, combination=combination, rank_constant=rank_constant,
+                                     weights=weights, window=window)
         depth = candidate_depth(settings.window, offset + k)
         try:
             return self._search(self._current(), query, k, mode, filters, settings, depth, offset)
@@ -224,10 +246,7 @@ class Searcher:
     def _search(self, snapshot: Snapshot, query: str, k: int, mode: Mode, filters: Filters | None,
                 settings: SearchSettings, depth: int, offset: int) -> list[Hit]:
         legs = self._legs(snapshot, [query], mode, depth, filters)[0]
-        fused = rrf({leg: [(hit.id, hit.score) for hit in hits] for leg, hits in legs.items()},
-                    weights={leg: w for leg, w in settings.weights.items() if leg in legs},
-                    rank_constant=settings.rank_constant)
-        page = fused[offset : offset + k]
+        page = settings.fuse(legs, depth)[offset : offset + k]
         sources = self.backend.sources(snapshot.version, [item.id for item in page])
         return [
             Hit(

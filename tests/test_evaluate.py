@@ -11,6 +11,7 @@ from click.testing import CliRunner
 from hybrid.cli import cli
 from hybrid.errors import SourceError
 from hybrid.evaluate import load_qrels, save_trec_run, score
+from hybrid.fusion import Fusion
 from hybrid.searcher import Searcher, SearchSettings
 
 
@@ -83,12 +84,13 @@ def test_tune_writes_settings_the_searcher_uses(local_cranfield, cranfield, tmp_
         "--qrels", str(cranfield / "qrels" / "test.tsv"), "--data-dir", str(local_cranfield.data_dir),
         "--output", str(output)], catch_exceptions=False)
     assert result.exit_code == 0, result.output
-    assert "held-out 113 queries" in result.output
+    assert "held-out 113 queries" in result.output and "paired t-test p = " in result.output
+    assert "best of 252 settings on 112 tuning queries" in result.output
     settings = SearchSettings.load(output)
     searcher = Searcher("cranfield", local_cranfield, settings=settings)
     assert searcher.settings == settings
     hits = searcher.search("boundary layer", k=3)
-    legs = [leg for hit in hits for leg in (hit.bm25, hit.vector) if leg]
-    expected = sum(settings.weights[name] / (settings.rank_constant + leg.rank)
-                   for name, leg in (("bm25", hits[0].bm25), ("vector", hits[0].vector)) if leg)
-    assert legs and hits[0].score == pytest.approx(expected)
+    fused = Fusion(settings.fusion, settings.combination, settings.weights, settings.rank_constant)(
+        {leg: [(h.id, h.score) for h in found] for leg, found in
+         searcher.retrieve("boundary layer", window=settings.window).items()})
+    assert [(h.id, h.score) for h in hits] == [(f.id, pytest.approx(f.score)) for f in fused[:3]]

@@ -26,7 +26,7 @@ from hybrid.finetune import (
     split_by_query,
 )
 from hybrid.ingest import ingest_documents, reindex, rollback
-from hybrid.searcher import Searcher
+from hybrid.searcher import Searcher, SearchSettings
 from hybrid.sources import read_documents
 
 CORPUS = [
@@ -115,7 +115,8 @@ def short_finetune(tmp_path_factory, cranfield):
     documents = read_documents(cranfield / "corpus.jsonl")[:150]
     output = tmp_path_factory.mktemp("tuned")
     report = finetune(documents, output, epochs=1, batch_size=8, learning_rate=5e-3, max_steps=4,
-                      dev_share=0.3, progress=False)
+                      dev_share=0.3, progress=False, chunking="128/64",
+                      settings=SearchSettings(fusion="min_max", weights={"bm25": 0.5, "vector": 1.0}))
     return report, documents
 
 
@@ -128,6 +129,17 @@ def test_short_finetune_saves_a_loadable_model_and_an_honest_report(short_finetu
     # A learning rate of 5e-3 wrecks a pretrained encoder: the gate must say so.
     assert report.after["vector"]["ndcg@10"] < report.before["vector"]["ndcg@10"]
     assert not report.promote and "NOT better" in report.verdict and not report.dev_judged
+    # both models were judged as the index would use them: its chunking and its fusion
+    assert report.settings["chunking"] == "128/64" and report.settings["fusion"]["fusion"] == "min_max"
+
+
+def test_mining_and_query_log_pairs_fuse_as_search_does(local_cranfield):
+    settings = SearchSettings(fusion="z_score", combination="geometric", weights={"bm25": 0.5, "vector": 1.0})
+    searcher = Searcher("cranfield", local_cranfield, settings=settings)
+    queries = {"q1": "boundary layer separation", "q2": "heat transfer in hypersonic flow", "q3": "jet noise"}
+    pairs = retrieval_pairs(queries, searcher)
+    assert [p.doc_id for p in pairs] == [searcher.search(q, k=1)[0].id for q in queries.values()]
+    assert any(p.doc_id != Searcher("cranfield", local_cranfield).search(p.query, k=1)[0].id for p in pairs)
 
 
 @pytest.fixture(params=["local", "opensearch"])

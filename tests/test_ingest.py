@@ -85,7 +85,7 @@ def test_cli_round_trip_and_bad_input(small, tmp_path):
     result = run("search", "coffee", "--index", "small", "--data-dir", data_dir, "--json", "-k", "2")
     assert result.exit_code == 0, result.output
     hits = json.loads(result.stdout)
-    assert hits[0]["id"] == "4" and set(hits[0]["vector"]) == {"rank", "score"}
+    assert hits[0]["id"] == "4" and set(hits[0]["vector"]) == {"rank", "score", "normalized"}
     assert run("index", "list", "--data-dir", data_dir).output.count("small") == 1
 
     bad = tmp_path / "bad.jsonl"

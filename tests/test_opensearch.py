@@ -40,10 +40,10 @@ def test_mapping_comes_from_the_file_with_meta():
 def test_rejected_documents_are_reported_by_id_and_the_rest_written(opensearch):
     index = fresh(opensearch, "rejects")
     meta = IndexMeta("all-MiniLM-L6-v2", 4)
-    unit = np.array([0.5, 0.5, 0.5, 0.5], dtype=np.float32)
+    unit = np.array([[0.5, 0.5, 0.5, 0.5]], dtype=np.float32)
     documents = [
         StoredDocument("good-1", {"title": "a", "text": "one", "year": 1999}, "h1", unit),
-        StoredDocument("short-vector", {"title": "b", "text": "two", "year": 2000}, "h2", unit[:3]),
+        StoredDocument("short-vector", {"title": "b", "text": "two", "year": 2000}, "h2", unit[:, :3]),
         StoredDocument("bad-year", {"title": "c", "text": "three", "year": "not a year"}, "h3", unit),
         StoredDocument("good-2", {"title": "d", "text": "four", "year": 2001}, "h4", unit),
     ]

@@ -199,6 +199,8 @@ def test_pages_keep_coming_past_the_window(cranfield_searcher):
     ({"rank_constant": 0}, "rank_constant must be at least 1"),
     ({"window": 0}, "window must be at least 1"),
     ({"weights": {"bm25": -1.0, "vector": 1.0}}, "weights must be zero or more"),
+    ({"fusion": "linear"}, "fusion method must be one of rrf, min_max, l2, z_score"),
+    ({"combination": "median"}, "combination must be one of arithmetic, geometric, harmonic"),
 ])
 def test_bad_arguments_are_errors_not_defaults(cranfield_searcher, arguments, message):
     with pytest.raises(ValueError, match=message):

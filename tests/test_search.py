@@ -37,7 +37,7 @@ def test_hybrid_hits_explain_each_leg(searcher):
     assert "title" in top.source and "text" in top.source
     as_dict = top.to_dict()
     assert set(as_dict) == {"id", "score", "bm25", "vector", "source"}
-    assert set(as_dict["bm25"]) == {"rank", "score"}
+    assert as_dict["bm25"] == {"rank": top.bm25.rank, "score": top.bm25.score, "normalized": 1 / (60 + top.bm25.rank)}
 
 
 def test_single_leg_modes_leave_the_other_leg_empty(searcher):
@@ -88,3 +88,26 @@ def test_changed_document_alone_is_reembedded(cranfield_backend, cranfield, coun
     assert report.count == len(lines)
     hit = Searcher("cranfield", cranfield_backend).search(first["title"], k=1, mode="bm25")[0]
     assert hit.id == first["_id"] and hit.source["text"].endswith("revised")
+
+
+@pytest.mark.parametrize("combination", ["arithmetic", "geometric", "harmonic"])
+def test_score_normalisation_fusion_explains_what_it_combined(searcher, combination):
+    query = "boundary layer separation in supersonic flow"
+    hits = searcher.search(query, k=20, fusion="min_max", combination=combination, weights={"bm25": 0.5,
+                                                                                             "vector": 1.0})
+    legs = searcher.retrieve(query)
+    for hit in hits:
+        for name, leg in (("bm25", hit.bm25), ("vector", hit.vector)):
+            if leg is None:
+                assert hit.id not in {h.id for h in legs[name]}
+                continue
+            scores = [h.score for h in legs[name]]
+            expected = (leg.score - min(scores)) / (max(scores) - min(scores))
+            assert legs[name][leg.rank - 1].id == hit.id and leg.normalized == pytest.approx(max(expected, 0.001))
+    values = {name: leg.normalized if leg else 0.001 for name, leg in (("bm25", hits[0].bm25),
+                                                                        ("vector", hits[0].vector))}
+    expected = {"arithmetic": (0.5 * values["bm25"] + values["vector"]) / 1.5,
+                "geometric": (values["bm25"] ** 0.5 * values["vector"]) ** (1 / 1.5),
+                "harmonic": 1.5 / (0.5 / values["bm25"] + 1 / values["vector"])}[combination]
+    assert hits[0].score == pytest.approx(expected)
+    assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)

@@ -17,6 +17,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from .. import __version__
+from ..chunking import Chunking
 from ..documents import DEFAULT_TEXT_FIELDS
 from ..errors import HybridError
 
@@ -62,6 +63,12 @@ class IndexMeta:
     version: str = __version__
     precision: str = "fp32"
     """How documents were encoded (fp32, or int8 by the quantised ONNX export); queries must match."""
+    chunking: str = ""
+    """``TOKENS/STRIDE`` when long documents are embedded as windows (see ``chunking``), else empty."""
+
+    @property
+    def chunks(self) -> Chunking | None:
+        return Chunking.parse(self.chunking) if self.chunking else None
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "text_fields": list(self.text_fields)}
@@ -104,12 +111,13 @@ class Snapshot:
 
 @dataclass(frozen=True)
 class StoredDocument:
-    """A document as written to an index: fields, content hash and its vector."""
+    """A document as written to an index: fields, content hash and its vectors, one row per window of a
+    chunked index (one row for a document that fits the model, and for every document otherwise)."""
 
     id: str
     fields: dict[str, Any]
     hash: str
-    vector: np.ndarray
+    vectors: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -128,6 +136,8 @@ class LegQuery:
     vector: np.ndarray | None
     k: int
     filters: Filters = field(default_factory=dict)
+    windows: bool = False
+    """The target is chunked (``IndexMeta.chunking``): a document scores by its best window."""
 
 
 @dataclass

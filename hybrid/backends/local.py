@@ -62,8 +62,9 @@ LUCENE_ENGLISH_STOP_WORDS = (
     "these they this to was will with"
 ).split()
 
-META_FILE, VERSION_FILE, DOCUMENTS_FILE, VECTORS_FILE, BM25_FOLDER = (
-    "meta.json", "version.json", "documents.jsonl", "vectors.npy", "bm25")
+META_FILE, VERSION_FILE, DOCUMENTS_FILE, VECTORS_FILE, OWNERS_FILE, BM25_FOLDER = (
+    "meta.json", "version.json", "documents.jsonl", "vectors.npy", "owners.npy", "bm25")
+"""``owners.npy`` (chunked indexes only): the document row of each row of ``vectors.npy``, ascending."""
 VERSION_SUFFIX = re.compile(r"(?:(?P<number>\d{6,})|(?P<stamp>\d{8}T\d{6}))-[0-9a-f]{8}")
 """``000007-1a2b3c4d``; or ``20261130T150102-1a2b3c4d``, a version written before versions were numbered
 (number 0, ordered by name, each replacing the one before it), kept so that an upgrade loses nothing."""
@@ -131,7 +132,7 @@ class Bm25Matrix:
 class _Row:
     fields: dict[str, Any]
     hash: str
-    vector: np.ndarray
+    vectors: np.ndarray
 
 
 class LocalIndex:
@@ -148,6 +149,7 @@ class LocalIndex:
         self.hashes: list[str] = [record["hash"] for record in records]
         self.fields: list[dict[str, Any]] = [record["fields"] for record in records]
         self.vectors: np.ndarray = np.load(folder / VECTORS_FILE)
+        self.owners: np.ndarray | None = np.load(folder / OWNERS_FILE) if self.meta.chunking else None
         # Whether there is a BM25 index comes from version.json, not from looking: a folder a writer is
         # removing meanwhile must fail to load (and be loaded again), not look like a damaged version.
         has_bm25 = self.version.get("bm25", bool(self.ids))
@@ -160,9 +162,14 @@ class LocalIndex:
         problems = []
         if len(set(self.ids)) != count:
             problems.append("duplicate document ids")
-        if self.vectors.ndim != 2 or self.vectors.shape != (count, self.meta.dimension):
-            problems.append(f"vectors of shape {self.vectors.shape} for {count} documents of dimension "
+        rows = count if self.owners is None else len(self.owners)
+        if self.vectors.ndim != 2 or self.vectors.shape != (rows, self.meta.dimension):
+            problems.append(f"vectors of shape {self.vectors.shape} for {rows} rows of dimension "
                             f"{self.meta.dimension}")
+        if self.owners is not None and not np.array_equal(np.unique(self.owners), np.arange(count)):
+            problems.append("windows that do not belong to its documents")
+        if self.owners is not None and np.any(np.diff(self.owners) < 0):
+            problems.append("windows out of order")
         if self.bm25 is not None and self.bm25.num_docs != count:
             problems.append(f"a BM25 index of {self.bm25.num_docs} documents for {count}")
         if problems:
@@ -202,6 +209,30 @@ class LocalIndex:
         if self.bm25 is None:
             return np.zeros(len(self.ids), dtype=np.float32)
         return self.bm25.scores(self.analyzer.terms([text])[0])
+
+    @cached_property
+    def _first_windows(self) -> np.ndarray | None:
+        """Each document's first row in ``vectors`` (chunked indexes)."""
+        return None if self.owners is None else np.searchsorted(self.owners, np.arange(len(self.ids)))
+
+    def vector_scores(self, vector: np.ndarray) -> np.ndarray:
+        """Each document's inner product with ``vector``: its best window's in a chunked index."""
+        scores = self.vectors @ vector
+        starts = self._first_windows
+        return scores if starts is None else np.maximum.reduceat(scores, starts) if len(scores) else scores
+
+    @cached_property
+    def lead_vectors(self) -> np.ndarray:
+        """One vector per document row: its first window's in a chunked index (its start and title)."""
+        starts = self._first_windows
+        return self.vectors if starts is None else self.vectors[starts]
+
+    def document_vectors(self) -> list[np.ndarray]:
+        """Each document's rows of ``vectors`` (one row unless chunked)."""
+        starts = self._first_windows
+        if starts is None:
+            return [row[np.newaxis] for row in self.vectors]
+        return np.split(self.vectors, starts[1:])
 
     def top(self, scores: np.ndarray, k: int, mask: np.ndarray | None, positive_only: bool) -> list[LegHit]:
         """The k best rows by score among those the mask keeps; ties go to the earlier row."""
@@ -428,7 +459,7 @@ class LocalBackend:
         if query.text is not None:
             legs["bm25"] = loaded.top(loaded.bm25_scores(query.text), query.k, mask, positive_only=True)
         if query.vector is not None:
-            legs["vector"] = loaded.top(loaded.vectors @ query.vector, query.k, mask, positive_only=False)
+            legs["vector"] = loaded.top(loaded.vector_scores(query.vector), query.k, mask, positive_only=False)
         return legs
 
     def serves(self, index: str, folder: Path) -> bool:
@@ -467,15 +498,17 @@ class LocalWriter(IndexWriter):
             current = backend.load(index)
             self._version["previous"] = current.folder.name if fresh else backend._previous(current.folder)
             if not fresh:
-                rows = zip(current.ids, current.fields, current.hashes, current.vectors)
-                self._rows = {doc_id: _Row(fields, doc_hash, vector) for doc_id, fields, doc_hash, vector in rows}
+                rows = zip(current.ids, current.fields, current.hashes, current.document_vectors())
+                self._rows = {doc_id: _Row(fields, doc_hash, vectors) for doc_id, fields, doc_hash, vectors in rows}
 
     def write(self, documents: Sequence[StoredDocument]) -> None:
+        most = None if self._meta.chunking else 1
         for document in documents:
-            if document.vector.shape != (self._meta.dimension,):
-                raise ValueError(f"document {document.id!r}: vector shape {document.vector.shape} is not "
-                                 f"({self._meta.dimension},)")
-            self._rows[document.id] = _Row(document.fields, document.hash, document.vector)
+            shape = document.vectors.shape
+            if len(shape) != 2 or shape[1] != self._meta.dimension or not 1 <= shape[0] <= (most or shape[0]):
+                raise ValueError(f"document {document.id!r}: vectors of shape {shape}, not "
+                                 f"({most or 'windows'}, {self._meta.dimension})")
+            self._rows[document.id] = _Row(document.fields, document.hash, document.vectors)
 
     def commit(self) -> list[WriteFailure]:
         """Write the version under a temporary name, flush it, give it its final name, then swap."""
@@ -509,8 +542,11 @@ class LocalWriter(IndexWriter):
         with (folder / DOCUMENTS_FILE).open("w", encoding="ascii") as out:
             for doc_id, row in zip(ids, rows):  # ASCII JSON: any text, lone surrogates too, stays one line
                 out.write(json.dumps({"id": doc_id, "hash": row.hash, "fields": row.fields}) + "\n")
-        vectors = np.stack([row.vector for row in rows]) if rows else np.zeros((0, self._meta.dimension))
+        vectors = np.concatenate([row.vectors for row in rows]) if rows else np.zeros((0, self._meta.dimension))
         np.save(folder / VECTORS_FILE, vectors.astype(np.float32))
+        if self._meta.chunking:
+            np.save(folder / OWNERS_FILE, np.repeat(np.arange(len(rows), dtype=np.int32),
+                                                    [len(row.vectors) for row in rows]))
         if has_bm25:
             Bm25Matrix.write(terms, folder / BM25_FOLDER)
         for path in [*folder.rglob("*"), folder]:  # files, and the folders' entries

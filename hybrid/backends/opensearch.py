@@ -39,8 +39,8 @@ from .base import (
     check_index_name,
 )
 
-ID_FIELD, HASH_FIELD, TEXT_FIELD, VECTOR_FIELD = INTERNAL_FIELDS
-STORED_ONLY = [VECTOR_FIELD, HASH_FIELD, ID_FIELD]
+ID_FIELD, HASH_FIELD, TEXT_FIELD, VECTOR_FIELD, WINDOWS_FIELD = INTERNAL_FIELDS
+STORED_ONLY = [VECTOR_FIELD, WINDOWS_FIELD, HASH_FIELD, ID_FIELD]
 """Internal fields kept in each document's source, and left out of what searches return."""
 RETRY_STATUSES = (429, 502, 503, 504)
 MAX_RESULT_WINDOW = 10_000
@@ -122,6 +122,8 @@ def index_body(meta: IndexMeta, engine: str, previous: str | None = None) -> dic
     properties[VECTOR_FIELD]["dimension"] = meta.dimension
     properties[VECTOR_FIELD]["method"]["space_type"] = meta.space_type
     properties[VECTOR_FIELD]["method"]["engine"] = engine
+    if meta.chunking:  # one nested document per window; a k-NN query then scores each document by its best
+        properties[WINDOWS_FIELD] = {"type": "nested", "properties": {"vector": properties.pop(VECTOR_FIELD)}}
     body["mappings"]["_meta"] = {"hybrid": meta.to_dict(), "hybrid_version": {"previous": previous}}
     return body
 
@@ -135,6 +137,19 @@ def check_target_name(target: str) -> None:
 def inner_product(score: float) -> float:
     """Undo OpenSearch's inner-product score scaling (ip + 1 when ip >= 0, else 1 / (1 - ip))."""
     return score - 1.0 if score >= 1.0 else 1.0 - 1.0 / score
+
+
+def knn_query(query: LegQuery, filters: list[dict[str, Any]]) -> dict[str, Any]:
+    """The vector leg's query: k-NN on the document vector, or on the nested windows of a chunked index,
+    where the k-NN plugin (Lucene engine, 2.12+) returns k distinct documents per shard, each scored by
+    its best window, and applies a filter on the document's own fields before ranking."""
+    assert query.vector is not None
+    knn: dict[str, Any] = {"vector": query.vector.astype(np.float32).tolist(), "k": query.k}
+    if filters:
+        knn["filter"] = {"bool": {"filter": filters}}
+    if not query.windows:
+        return {"knn": {VECTOR_FIELD: knn}}
+    return {"nested": {"path": WINDOWS_FIELD, "score_mode": "max", "query": {"knn": {f"{WINDOWS_FIELD}.vector": knn}}}}
 
 
 def filter_clauses(filters: Filters) -> list[dict[str, Any]]:
@@ -338,7 +353,7 @@ class OpenSearchBackend:
     def writer(self, index: str, meta: IndexMeta) -> OpenSearchWriter:
         if not self.exists(index):
             self.create(index, meta)
-        return OpenSearchWriter(self, index, fresh=False)
+        return OpenSearchWriter(self, index, fresh=False, meta=meta)
 
     def documents(self, index: str) -> Iterator[tuple[str, dict[str, Any]]]:
         check_index_name(index)
@@ -354,7 +369,7 @@ class OpenSearchBackend:
         version = f"{index}_v{max(existing, default=0) + 1}"
         with self._errors():
             self.client.indices.create(index=version, body=index_body(meta, self.connection.engine, serving))
-        return version, OpenSearchWriter(self, version, fresh=True)
+        return version, OpenSearchWriter(self, version, fresh=True, meta=meta)
 
     def switch(self, index: str, version: str) -> None:
         """Move the alias in one ``_aliases`` call: searches see the old version or the new, never neither."""
@@ -374,10 +389,7 @@ class OpenSearchBackend:
                 "query": {"bool": {"must": {"match": {TEXT_FIELD: query.text}}, "filter": filters}},
             }
         if query.vector is not None:
-            knn: dict[str, Any] = {"vector": query.vector.astype(np.float32).tolist(), "k": query.k}
-            if filters:
-                knn["filter"] = {"bool": {"filter": filters}}
-            bodies["vector"] = {"size": query.k, "_source": False, "query": {"knn": {VECTOR_FIELD: knn}}}
+            bodies["vector"] = {"size": query.k, "_source": False, "query": knn_query(query, filters)}
         lines: list[dict[str, Any]] = []
         for body in bodies.values():
             lines += [{"index": target}, body]
@@ -421,10 +433,11 @@ class OpenSearchWriter(IndexWriter):
     reason and the rest go on; a cluster that stays unreachable through every retry stops the ingest.
     """
 
-    def __init__(self, backend: OpenSearchBackend, index: str, fresh: bool) -> None:
+    def __init__(self, backend: OpenSearchBackend, index: str, fresh: bool, meta: IndexMeta) -> None:
         """``index`` is an alias (writes must go through it: never into an index OpenSearch would create
         on the fly), or, when ``fresh``, a new version that a failed re-index deletes again."""
         self._backend, self._index, self._fresh = backend, index, fresh
+        self._windows = bool(meta.chunking)
         self._serving = None if fresh else backend._serving(index)
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bulk")
         self._pending: Future[list[WriteFailure]] | None = None
@@ -439,10 +452,17 @@ class OpenSearchWriter(IndexWriter):
         self._wait()
         self._pending = self._pool.submit(self._send, list(documents))
 
+    def _vectors(self, vectors: np.ndarray) -> dict[str, Any]:
+        if self._windows:
+            return {WINDOWS_FIELD: [{"vector": row.tolist()} for row in vectors]}
+        if len(vectors) != 1:
+            raise ValueError(f"{len(vectors)} vectors for one document of an index that is not chunked")
+        return {VECTOR_FIELD: vectors[0].tolist()}
+
     def _send(self, documents: list[StoredDocument]) -> list[WriteFailure]:
         actions = [
             {"_op_type": "index", "_index": self._index, "_id": d.id,
-             "_source": {**d.fields, ID_FIELD: d.id, HASH_FIELD: d.hash, VECTOR_FIELD: d.vector.tolist()}}
+             "_source": {**d.fields, ID_FIELD: d.id, HASH_FIELD: d.hash, **self._vectors(d.vectors)}}
             for d in documents
         ]
 
