@@ -79,8 +79,10 @@ class Fusion:
             raise ValueError(f"fusion method must be one of {', '.join(METHODS)}, got {self.method!r}")
         if self.combination not in COMBINATIONS:
             raise ValueError(f"combination must be one of {', '.join(COMBINATIONS)}, got {self.combination!r}")
-        if not isinstance(self.rank_constant, int) or self.rank_constant < 1:
-            raise ValueError(f"rank_constant must be a whole number of at least 1, got {self.rank_constant!r}")
+        if not isinstance(self.rank_constant, int):
+            raise ValueError(f"rank_constant must be a whole number, got {self.rank_constant!r}")
+        if self.rank_constant < 1:
+            raise ValueError(f"rank_constant must be at least 1, got {self.rank_constant}")
         weights = self.weights or {}
         if not isinstance(weights, Mapping) or not all(isinstance(w, int | float) for w in weights.values()):
             raise ValueError(f"weights must map legs to numbers, got {weights!r}")

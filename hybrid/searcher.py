@@ -66,8 +66,10 @@ class SearchSettings:
     window: int = DEFAULT_WINDOW
 
     def __post_init__(self) -> None:
-        if not isinstance(self.window, int) or self.window < 1:
-            raise ValueError(f"window must be a whole number of at least 1, got {self.window!r}")
+        if not isinstance(self.window, int):
+            raise ValueError(f"window must be a whole number, got {self.window!r}")
+        if self.window < 1:
+            raise ValueError(f"window must be at least 1, got {self.window}")
         if not isinstance(self.weights, Mapping):
             raise ValueError(f"weights must map legs to numbers, got {self.weights!r}")
         if not set(self.weights) <= set(LEGS):

@@ -153,7 +153,8 @@ def test_settings_file_round_trip_with_a_fusion_method(tmp_path):
                           ('{"window": 2.5}', "window must be a whole number"),
                           ('{"weights": null}', "weights must map legs to numbers"),
                           ('{"weights": {"bm25": Infinity}}', "finite"),
-                          ('{"rank_constant": 0}', "rank_constant must be a whole number of at least 1"),
+                          ('{"rank_constant": 0}', "rank_constant must be at least 1"),
+                          ('{"rank_constant": "60"}', "rank_constant must be a whole number"),
                           ("[1, 2]", "expected a JSON object of settings, got list")):
         (tmp_path / "bad.json").write_text(text)
         with pytest.raises(ValueError, match=message):
