@@ -27,7 +27,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from hybrid.backends.local import LocalBackend  # noqa: E402
 from hybrid.embed import Embedder  # noqa: E402
 from hybrid.evaluate import evaluate_modes, load_qrels, load_queries  # noqa: E402
-from hybrid.finetune import finetune, work_indexes  # noqa: E402
+from hybrid.finetune import finetune, labelled_pairs, split_by_query, work_indexes  # noqa: E402
 from hybrid.ingest import chunking_setting  # noqa: E402
 from hybrid.searcher import Searcher, SearchSettings  # noqa: E402
 from hybrid.sources import read_documents  # noqa: E402
@@ -40,6 +40,14 @@ def test_figures(work_dir: Path, index: str, model: str, queries: dict, qrels: d
     """Score an index the fine-tune left in ``work_dir`` on the test judgments."""
     searcher = Searcher(index, LocalBackend(work_dir / "indexes"), embedder=Embedder(model), settings=settings)
     return evaluate_modes(searcher, queries, qrels, modes=("vector", "hybrid"), metrics=METRICS, progress=False)[0]
+
+
+def write_dev_qrels(documents, queries: dict, train: dict, path: Path) -> None:
+    """The train judgments of the queries a labelled fine-tune held out as its dev share (never trained on)."""
+    pairs = labelled_pairs(queries, train, {d.id: d for d in documents})
+    dev = {p.query_id for p in split_by_query(pairs, 0.2, 13)[1]}
+    path.write_text("query-id\tcorpus-id\tscore\n" + "".join(
+        f"{q}\t{d}\t{r}\n" for q in sorted(dev) for d, r in sorted(train[q].items())))
 
 
 def main() -> None:
@@ -86,6 +94,8 @@ def main() -> None:
             "test_after": test_figures(work, after, report.model, queries, test, settings),
         }
         print(json.dumps({name: results[name]}, indent=2), flush=True)
+        if name == "labelled":  # what the fine-tune held out: `hybrid tune` may choose the fusion on it
+            write_dev_qrels(documents, queries, train, Path(report.model) / "dev-qrels.tsv")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_name(f"{args.out.stem}-{'-'.join(results)}.json").write_text(json.dumps(results, indent=2))
 
