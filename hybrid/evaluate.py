@@ -103,11 +103,18 @@ def retrieve_legs(searcher: Searcher, queries: Mapping[str, str], window: int, p
                                                         progress=progress))))
 
 
+def ranx_run(run: Run, name: str | None = None) -> Any:
+    """A ranx Run of ``run``; a query without hits gets a placeholder (ranx refuses empty ones), so it
+    still counts, as zero."""
+    from ranx import Run as RanxRun
+
+    return RanxRun.from_dict({q: r or {"": 0.0} for q, r in run.items()}, name=name)
+
+
 def score(qrels: Qrels, runs: Mapping[str, Run], metrics: Sequence[str]) -> dict[str, dict[str, float]]:
     """Each run's mean of each metric over the judged queries (ranx)."""
     require_extra("eval", "ranx")
     from ranx import Qrels as RanxQrels
-    from ranx import Run as RanxRun
     from ranx import evaluate
 
     judged = RanxQrels.from_dict(qrels)
@@ -115,8 +122,7 @@ def score(qrels: Qrels, runs: Mapping[str, Run], metrics: Sequence[str]) -> dict
     for name, run in runs.items():
         with warnings.catch_warnings():  # numba's note on an integer cast inside ranx
             warnings.simplefilter("ignore")
-            values = evaluate(judged, RanxRun.from_dict({q: r or {"": 0.0} for q, r in run.items()}),
-                              list(metrics), make_comparable=True)
+            values = evaluate(judged, ranx_run(run), list(metrics), make_comparable=True)
         values = values if isinstance(values, dict) else {metrics[0]: values}
         results[name] = {metric: round(float(values[metric]), 4) for metric in metrics}
     return results
@@ -155,11 +161,9 @@ def compare_runs(qrels: Qrels, runs: Mapping[str, Run], metrics: Sequence[str]) 
 def _compare(qrels: Qrels, runs: Mapping[str, Run], metrics: Sequence[str]) -> Any:
     require_extra("eval", "ranx")
     from ranx import Qrels as RanxQrels
-    from ranx import Run as RanxRun
     from ranx import compare
 
-    ranx_runs = [RanxRun.from_dict({q: r or {"": 0.0} for q, r in run.items()}, name=name)
-                 for name, run in runs.items()]
+    ranx_runs = [ranx_run(run, name) for name, run in runs.items()]
     with warnings.catch_warnings():  # numba's note on an integer cast inside ranx
         warnings.simplefilter("ignore")
         return compare(RanxQrels.from_dict(qrels), ranx_runs, list(metrics), stat_test="student")

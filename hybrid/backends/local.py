@@ -219,7 +219,9 @@ class LocalIndex:
         """Each document's inner product with ``vector``: its best window's in a chunked index."""
         scores = self.vectors @ vector
         starts = self._first_windows
-        return scores if starts is None else np.maximum.reduceat(scores, starts) if len(scores) else scores
+        if starts is None or not len(scores):
+            return scores
+        return np.maximum.reduceat(scores, starts)
 
     @cached_property
     def lead_vectors(self) -> np.ndarray:
