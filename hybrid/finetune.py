@@ -34,7 +34,7 @@ from .embed import DEFAULT_MODEL, Embedder, resolve_model_path
 from .errors import require_extra
 from .evaluate import Qrels, evaluate_modes
 from .ingest import chunking_setting, ingest_documents
-from .searcher import Searcher, SearchSettings
+from .searcher import Searcher, SearchSettings, candidate_depth
 
 REPORT_FILE = "hybrid-finetune.json"
 TRAINING_MODULES = ("datasets", "accelerate", "ranx")
@@ -91,10 +91,11 @@ def split_by_query(pairs: Sequence[Pair], dev_share: float, seed: int = 13) -> t
 
 
 def _fused_ids(searcher: Searcher, queries: Sequence[str], depth: int) -> list[list[str]]:
-    """Each query's top ``depth`` hybrid ids, fused with the searcher's settings, queries encoded at once."""
-    window = max(depth, searcher.settings.window)
-    return [[hit.id for hit in searcher.settings.fuse(legs)][:depth]
-            for legs in searcher.retrieve_many(queries, window=window)]
+    """Each query's top ``depth`` hybrid ids, fused with the searcher's settings from legs as deep as a
+    search for them would retrieve, queries encoded at once."""
+    legs_depth = candidate_depth(searcher.settings.window, depth)
+    return [[hit.id for hit in searcher.settings.fuse(legs, legs_depth)][:depth]
+            for legs in searcher.retrieve_many(queries, window=legs_depth)]
 
 
 def _local_index(searcher: Searcher) -> LocalIndex:
