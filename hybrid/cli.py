@@ -6,7 +6,7 @@ import functools
 import json
 import os
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -84,6 +84,36 @@ def backend_options(command: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
+def layout_options(in_place: bool) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """``--shards`` / ``--replicas`` for the indexes a command creates on OpenSearch (under ``backend_options``);
+    ``in_place``: the existing ``index`` the command writes to gets the replicas at once."""
+
+    def decorate(command: Callable[..., Any]) -> Callable[..., Any]:
+        @click.option("--shards", type=click.IntRange(min=1),
+                      help="Primary shards of a new OpenSearch index [env OPENSEARCH_SHARDS; default: 1, or the "
+                           "replaced version's].")
+        @click.option("--replicas", type=click.IntRange(min=0),
+                      help="Replicas of each shard [env OPENSEARCH_REPLICAS; default: 1 on a cluster of two data "
+                           "nodes or more, else 0, or the replaced version's].")
+        @functools.wraps(command)
+        def wrapper(backend: Backend, shards: int | None, replicas: int | None, **kwargs: Any) -> Any:
+            if shards is not None or replicas is not None:
+                from .backends.opensearch import OpenSearchBackend
+
+                if not isinstance(backend, OpenSearchBackend):
+                    raise click.UsageError("--shards and --replicas lay out an OpenSearch index: add --opensearch URL")
+                connection = backend.connection
+                backend = OpenSearchBackend(replace(connection, shards=shards or connection.shards,
+                                                    replicas=connection.replicas if replicas is None else replicas))
+                if in_place and backend.exists(kwargs["index"]):
+                    backend.relayout(kwargs["index"])
+            return command(backend=backend, **kwargs)
+
+        return wrapper
+
+    return decorate
+
+
 @click.group(cls=HybridGroup)
 @click.version_option(package_name="hybrid-search")
 def cli() -> None:
@@ -132,6 +162,7 @@ def precision_option(command: Callable[..., Any]) -> Callable[..., Any]:
               help="Where to write documents the index rejected [default: INDEX-failures.jsonl].")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @backend_options
+@layout_options(in_place=True)
 def ingest_command(backend: Backend, source: str, index: str, id_field: str | None, text_fields: list[str] | None,
                    model: str, precision: Precision, chunking: str | None, batch_size: int,
                    failures_path: str | None, quiet: bool) -> None:
@@ -144,6 +175,10 @@ def ingest_command(backend: Backend, source: str, index: str, id_field: str | No
         f"{index}: read {report.read}, embedded {report.embedded}, unchanged {report.unchanged}; "
         f"{report.count} documents in the index ({report.seconds:.1f} s)\nqueries: {report.query_encoder}"
     )
+    for line in report.retried[:5]:  # what the cluster made us do again; every document is counted above
+        console.print(f"retried: {line}")
+    if len(report.retried) > 5:
+        console.print(f"retried: ... {len(report.retried) - 5} more")
     if report.failures:
         path = Path(failures_path or f"{index}-failures.jsonl")
         path.write_text("".join(json.dumps({"id": f.id, "reason": f.reason}) + "\n" for f in report.failures))
@@ -430,6 +465,7 @@ def finetune_command(corpus: str, queries: str | None, qrels: str | None, dev_qr
 @click.option("--batch-size", default=32, show_default=True, type=click.IntRange(min=1))
 @click.option("--quiet", is_flag=True)
 @backend_options
+@layout_options(in_place=False)
 def reindex_command(backend: Backend, index: str, model: str | None, rollback: bool, force: bool,
                     precision: Precision | None, chunking: str | None, batch_size: int, quiet: bool) -> None:
     """Re-embed an index with another model (or chunking) into a new version and switch to it without
@@ -505,7 +541,8 @@ def index_info(backend: Backend, index: str) -> None:
     versions = [{"name": v.name, "number": v.number, "previous": v.previous, "serving": v.serving}
                 for v in info.versions]
     click.echo(json.dumps({"index": info.name, "count": info.count, "location": info.location,
-                           **info.meta.to_dict(), "versions": versions}, indent=2, ensure_ascii=False))
+                           **info.layout, **info.meta.to_dict(), "versions": versions}, indent=2,
+                          ensure_ascii=False))
 
 
 @index_group.command("delete")

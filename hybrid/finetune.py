@@ -8,6 +8,8 @@ MultipleNegativesRankingLoss; a dev share of the queries is held out (or separat
 given), evaluated every epoch (best checkpoint kept), and scored before and after on the whole corpus.
 The model is marked for promotion only when it beats the base model there, on judged queries: a dev
 share of pseudo-queries rewards the training task itself (on SciFact it rose while real queries fell).
+With a chunked index, judged documents and negatives are trained as their best window for the query
+(``seen_texts``), the text the vector leg will compare the query with.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +35,7 @@ from .documents import Document, document_text
 from .embed import DEFAULT_MODEL, Embedder, resolve_model_path
 from .errors import require_extra
 from .evaluate import Qrels, evaluate_modes
-from .ingest import chunking_setting, ingest_documents
+from .ingest import chunking_setting, ingest_documents, splitter
 from .searcher import Searcher, SearchSettings, candidate_depth
 
 REPORT_FILE = "hybrid-finetune.json"
@@ -120,7 +122,7 @@ def retrieval_pairs(queries: Mapping[str, str], searcher: Searcher) -> list[Pair
 
 def mine_negatives(pairs: Sequence[Pair], searcher: Searcher, depth: int = 30, skip: int = 0,
                    seed: int = 13) -> list[str]:
-    """One hard negative per pair, drawn from the query's top hybrid hits under the base model.
+    """One hard negative's id per pair, drawn from the query's top hybrid hits under the base model.
 
     ``searcher`` must search a local index (its vectors spot near-duplicates). Judged positives of
     the query and candidates nearly identical to one of them (cosine >= 0.95: often the same text
@@ -144,9 +146,32 @@ def mine_negatives(pairs: Sequence[Pair], searcher: Searcher, depth: int = 30, s
             and float(np.max(own @ index.lead_vectors[row[doc_id]])) < NEAR_DUPLICATE
         ]
         candidates = allowed[skip:skip + 10] or allowed[-10:]
-        chosen = rng.choice(candidates) if candidates else rng.choice(index.ids)
-        negatives.append(index.text(row[chosen]))
+        negatives.append(rng.choice(candidates) if candidates else rng.choice(index.ids))
     return negatives
+
+
+def seen_texts(searcher: Searcher, queries: Sequence[str], doc_ids: Sequence[str]) -> list[str]:
+    """What the vector leg compares each query with in its document: the whole text, or in a chunked
+    index the window the base model scores highest for the query.
+
+    Training on those windows teaches the model the comparison it will make; a whole long document
+    would be cut at the model's word-piece limit (on SciFact 71% of documents lose their end), and
+    a window of it is what the index holds.
+    """
+    index = _local_index(searcher)
+    rows = [index.rows[doc_id] for doc_id in doc_ids]
+    if index.owners is None:
+        return [index.text(row) for row in rows]
+    split = splitter(searcher.embedder, index.meta)
+    vectors = index.document_vectors()
+    texts = []
+    for query_vector, doc_id, row in zip(searcher.embedder.encode(list(queries)), doc_ids, rows):
+        windows = split(Document(doc_id, index.fields[row], index.meta.text_fields))
+        if len(windows) != len(vectors[row]):
+            raise ValueError(f"document {doc_id!r} splits into {len(windows)} windows, the index holds "
+                             f"{len(vectors[row])}: was it built with another model's tokenizer?")
+        texts.append(windows[int(np.argmax(vectors[row] @ query_vector))])
+    return texts
 
 
 @dataclass
@@ -279,7 +304,12 @@ def finetune(
         pairs = pairs or retrieval_pairs(log, before_searcher)
         train, dev, judgments = dev_split(pairs, queries, dev_qrels, qrels, by_id, dev_share, seed)
         before = evaluate_dev(before_searcher, dev, judgments) if dev else {}
-        negatives = mine_negatives(train, before_searcher, skip=10 if log else 0, seed=seed)
+        queries_of_train = [p.query for p in train]
+        if chunks and (labelled or log):  # positives that are whole documents: train on their best windows
+            train = [replace(pair, positive=text) for pair, text in
+                     zip(train, seen_texts(before_searcher, queries_of_train, [p.doc_id for p in train]))]
+        negatives = seen_texts(before_searcher, queries_of_train,
+                               mine_negatives(train, before_searcher, skip=10 if log else 0, seed=seed))
         model_path = _train(base_model, train, negatives, dev, before_searcher, judgments, Path(output), epochs,
                             batch_size, learning_rate, max_steps, seed, progress)
         tuned = Embedder(str(model_path))

@@ -39,6 +39,8 @@ class IngestReport:
     failures: list[WriteFailure] = field(default_factory=list)
     query_encoder: str = ""
     """Where queries' ONNX encoder is, or why queries use torch."""
+    retried: list[str] = field(default_factory=list)
+    """What the cluster could not take at first and was sent again (all of it arrived, or is a failure)."""
 
 
 def chunking_setting(requested: str | None, existing: IndexMeta | None) -> str:
@@ -103,10 +105,14 @@ def ingest_documents(
         stored = backend.hashes(index) if existing else {}
         changed = sorted((d for d in documents if stored.get(d.id) != d.hash), key=lambda d: len(d.text))
         failures: list[WriteFailure] = []
+        retried: list[str] = []
         if changed or existing is None:
             meta = IndexMeta(model=embedder.name, dimension=embedder.dimension, text_fields=text_fields,
                              precision=embedder.precision, chunking=chunks)
-            failures = _embed_and_write(changed, index, backend, embedder, meta, batch_size, progress)
+            with backend.writer(index, meta) as writer:
+                failures = _embed_into(writer, changed, embedder, meta, batch_size, progress,
+                                       f"embedding into {index}")
+                retried = writer.retried
         count = backend.count(index)
     expected = len((stored.keys() | {d.id for d in documents}) - ({f.id for f in failures} - stored.keys()))
     if count < expected:  # more is fine: on a cluster, another writer may add documents meanwhile
@@ -120,27 +126,15 @@ def ingest_documents(
         seconds=time.perf_counter() - started,
         failures=failures,
         query_encoder=prepare_query_encoder(embedder),
+        retried=retried,
     )
-
-
-def _embed_and_write(
-    documents: Sequence[Document],
-    index: str,
-    backend: Backend,
-    embedder: Encoder,
-    meta: IndexMeta,
-    batch_size: int,
-    progress: bool,
-) -> list[WriteFailure]:
-    with backend.writer(index, meta) as writer:
-        return _embed_into(writer, documents, embedder, meta, batch_size, progress, f"embedding into {index}")
 
 
 def _embed_into(writer: IndexWriter, documents: Sequence[Document], embedder: Encoder, meta: IndexMeta,
                 batch_size: int, progress: bool, label: str) -> list[WriteFailure]:
     """Encode in batches of documents (each as its windows where ``meta`` chunks) and hand each batch to
     the writer (which may send it while the next is encoded)."""
-    split = _splitter(embedder, meta)
+    split = splitter(embedder, meta)
     with tqdm(total=len(documents), desc=label, unit="doc", disable=None if progress else True) as bar:
         for start in range(0, len(documents), ENCODE_CHUNK):
             batch = documents[start : start + ENCODE_CHUNK]
@@ -153,7 +147,7 @@ def _embed_into(writer: IndexWriter, documents: Sequence[Document], embedder: En
         return writer.commit()
 
 
-def _splitter(embedder: Encoder, meta: IndexMeta) -> Callable[[Document], list[str]]:
+def splitter(embedder: Encoder, meta: IndexMeta) -> Callable[[Document], list[str]]:
     """What to embed of a document: its text, or its windows in a chunked index."""
     chunks = meta.chunks
     if chunks is None:
@@ -192,17 +186,35 @@ def reindex(index: str, backend: Backend, embedder: Encoder, batch_size: int = 3
         meta = IndexMeta(model=embedder.name, dimension=embedder.dimension, text_fields=text_fields,
                          precision=embedder.precision, chunking=chunking_setting(chunking, snapshot.meta))
         version, writer = backend.new_version(index, meta)
-        with writer:  # on any failure the writer removes the new version again
-            failures = _embed_into(writer, documents, embedder, meta, batch_size, progress,
-                                   f"re-embedding {index}")
-            if failures:
-                raise HybridError(f"{len(failures)} documents failed to re-index (first: {failures[0].id}: "
-                                  f"{failures[0].reason}); {index} still serves {snapshot.version}")
+        try:
+            with writer:  # on any failure the writer removes the new version again
+                failures = _embed_into(writer, documents, embedder, meta, batch_size, progress,
+                                       f"re-embedding {index}")
+                if failures:
+                    raise HybridError(f"{len(failures)} documents failed to re-index (first: {failures[0].id}: "
+                                      f"{failures[0].reason})")
+        except HybridError as error:
+            raise HybridError(f"{error}; {index} still serves {snapshot.version}") from None
         # Before the switch, so that no query waits for the export.
         query_encoder = prepare_query_encoder(embedder)
-        backend.switch(index, version)
+        _switch(backend, index, version)
     return ReindexReport(index, version, snapshot.version, len(documents), embedder.name,
                          time.perf_counter() - started, query_encoder)
+
+
+def _switch(backend: Backend, index: str, version: str) -> None:
+    """Switch, or say which version serves: on a cluster, a switch that reported a failure (a node died,
+    the client sent it again to another) may still have been applied, and then it succeeded."""
+    try:
+        backend.switch(index, version)
+    except HybridError as error:
+        try:
+            serving = backend.snapshot(index).version
+        except HybridError:
+            raise HybridError(f"{error}; which version {index} serves is unknown until the cluster answers "
+                              f"(hybrid index info {index})") from None
+        if serving != version:
+            raise HybridError(f"{error}; {index} still serves {serving}") from None
 
 
 def rollback(index: str, backend: Backend) -> tuple[str, str]:

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Build a new environment (from uv's wheel cache), check that every import is a declared dependency,
-# start a real OpenSearch node (no Docker needed), run the whole test suite against the local backend
-# and that node, and stop the node whatever the outcome.
+# start a real OpenSearch node and a three-node cluster (no Docker needed), run the whole test suite
+# against the local backend, that node and that cluster, and stop them whatever the outcome.
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 missing=()
 command -v java >/dev/null || missing+=(openjdk-17-jre-headless)
@@ -15,7 +15,15 @@ VENV=$ROOT/.venv-test  # made anew on every run: never an environment an earlier
 new_env "$VENV" test
 cd "$ROOT"
 "$VENV/bin/deptry" .
+# One node for most tests; a three-node cluster for layout, shard and node-failure tests.
+cluster_port=${HYBRID_TEST_CLUSTER_PORT:-9210}
+stop_nodes() {
+  "$ROOT/docker/opensearch-node.sh" stop || true
+  OPENSEARCH_PORT=$cluster_port "$ROOT/docker/opensearch-node.sh" stop --nodes 3 || true
+}
+trap stop_nodes EXIT
 "$ROOT/docker/opensearch-node.sh" start
-trap '"$ROOT/docker/opensearch-node.sh" stop' EXIT
+OPENSEARCH_PORT=$cluster_port "$ROOT/docker/opensearch-node.sh" start --nodes 3
 export HYBRID_TEST_OPENSEARCH=http://127.0.0.1:${OPENSEARCH_PORT:-9200}
+export HYBRID_TEST_CLUSTER=http://127.0.0.1:$cluster_port,http://127.0.0.1:$((cluster_port + 1)),http://127.0.0.1:$((cluster_port + 2))
 "$VENV/bin/python" -m pytest "$@"

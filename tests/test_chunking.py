@@ -16,6 +16,7 @@ from hybrid.chunking import Chunking, plain, windows
 from hybrid.cli import cli
 from hybrid.documents import Document
 from hybrid.errors import IncompatibleIndexError
+from hybrid.finetune import seen_texts
 from hybrid.ingest import ingest_documents, reindex
 
 FILLER = " ".join(f"The compressor stage {i} was tested at a pressure ratio of {i % 9 + 2}." for i in range(60))
@@ -113,6 +114,19 @@ def test_best_window_scores_a_long_document_one_hit_per_document(backend, embedd
     hybrid = Searcher("chunked", backend, embedder=embedder).search(query, k=10, filters={"kind": "report"})
     assert [hit.id for hit in hybrid][0] == "long" and {hit.id for hit in hybrid} == {"long", "jet"}
     assert chunked[0].source == DOCUMENTS[0].fields  # windows are not part of a hit's source
+
+
+def test_fine_tuning_trains_on_the_window_the_vector_leg_would_compare(tmp_path, embedder, tokenizer):
+    backend = LocalBackend(tmp_path)
+    ingest_documents(DOCUMENTS, "whole", backend, embedder, progress=False)
+    ingest_documents(DOCUMENTS, "chunked", backend, embedder, progress=False, chunking="64/32")
+    queries = ["long-distance migration of arctic terns", "compressor stage pressure ratio", "jet noise"]
+    ids = ["long", "long", "jet"]
+    parts = windows(DOCUMENTS[0].fields, ("title", "text"), Chunking(64, 32), tokenizer, embedder.max_tokens)
+    tern, compressor, jet = seen_texts(Searcher("chunked", backend, embedder=embedder), queries, ids)
+    assert tern in parts and TAIL in tern  # the tail, which the whole text's embedding never reads
+    assert compressor in parts and compressor != tern and jet == DOCUMENTS[1].text  # a short one stays whole
+    assert seen_texts(Searcher("whole", backend, embedder=embedder), queries[:1], ["long"]) == [DOCUMENTS[0].text]
 
 
 def test_chunking_is_kept_by_later_ingests_and_changed_only_by_reindex(backend, embedder):

@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hybrid.backends.base import IndexMeta, StoredDocument
-from hybrid.backends.opensearch import Connection, OpenSearchBackend, index_body
+from hybrid.backends.base import IndexMeta, StoredDocument, WriteFailure
+from hybrid.backends.opensearch import Connection, IndexLayout, OpenSearchBackend, OpenSearchWriter, index_body
 from hybrid.errors import HybridError, IndexNotFoundError
 from hybrid.searcher import Searcher
 
@@ -28,8 +28,9 @@ def fresh(backend: OpenSearchBackend, index: str) -> str:
 
 
 def test_mapping_comes_from_the_file_with_meta():
-    body = index_body(IndexMeta("some/model", 768, ("title", "body")), engine="lucene")
+    body = index_body(IndexMeta("some/model", 768, ("title", "body")), engine="lucene", layout=IndexLayout(3, 1))
     assert body["settings"]["index"]["knn"] is True
+    assert (body["settings"]["index"]["number_of_shards"], body["settings"]["index"]["number_of_replicas"]) == (3, 1)
     vector = body["mappings"]["properties"]["hybrid_vector"]
     assert (vector["dimension"], vector["method"]["space_type"], vector["method"]["engine"]) == (
         768, "innerproduct", "lucene")
@@ -57,6 +58,29 @@ def test_rejected_documents_are_reported_by_id_and_the_rest_written(opensearch):
     opensearch.delete(index)
 
 
+def test_documents_the_cluster_cannot_take_for_now_are_sent_again_and_said(opensearch, monkeypatch):
+    """As when the node holding a shard's primary has just died: two documents come back 503, unwritten."""
+    index = fresh(opensearch, "transient")
+    unit = np.array([[0.5, 0.5, 0.5, 0.5]], dtype=np.float32)
+    documents = [StoredDocument(f"d{i}", {"title": "t", "text": f"document {i}"}, f"h{i}", unit) for i in range(5)]
+    send = OpenSearchWriter._bulk
+    unavailable = {"d1", "d3"}
+
+    def first_time_unavailable(writer, actions):
+        held = [a for a in actions if a["_id"] in unavailable]
+        unavailable.clear()
+        return send(writer, [a for a in actions if a not in held]) + [
+            WriteFailure(a["_id"], "503: unavailable_shards_exception", 503) for a in held]
+
+    monkeypatch.setattr(OpenSearchWriter, "_bulk", first_time_unavailable)
+    with opensearch.writer(index, IndexMeta("all-MiniLM-L6-v2", 4)) as writer:
+        writer.write(documents)
+        assert writer.commit() == []
+    assert writer.retried == ["ingest: 2 documents were not taken for now (503: unavailable_shards_exception)"]
+    assert set(opensearch.hashes(index)) == {d.id for d in documents}
+    opensearch.delete(index)
+
+
 def test_cli_writes_a_failure_report_and_exits_non_zero(opensearch, tmp_path):
     index = fresh(opensearch, "cli-rejects")
     source = tmp_path / "docs.jsonl"
@@ -80,6 +104,28 @@ def test_one_line_errors():
     with pytest.raises(HybridError, match=r"cannot reach OpenSearch at http://127.0.0.1:9.*opensearch-node.sh") as info:
         unreachable.names()
     assert "secret" not in str(info.value)
+    several = OpenSearchBackend(Connection(" http://u:secret@127.0.0.1:9, https://127.0.0.1:10 ,"))
+    assert several.location == "http://127.0.0.1:9,https://127.0.0.1:10"
+    with pytest.raises(HybridError, match=r"cannot reach OpenSearch at http://127.0.0.1:9,https://127.0.0.1:10"):
+        several.names()
+
+
+def test_a_dead_node_in_the_list_is_passed_over(opensearch):
+    """Nothing listens at the first URL: requests move on to the node that answers, at once."""
+    both = OpenSearchBackend(Connection(f"http://127.0.0.1:9,{opensearch.connection.url}"))
+    started = time.monotonic()
+    for _ in range(4):
+        both.names()
+    assert time.monotonic() - started < 2
+
+
+def test_layout_settings_from_the_environment_are_checked(monkeypatch):
+    monkeypatch.setenv("OPENSEARCH_SHARDS", "3")
+    monkeypatch.setenv("OPENSEARCH_REPLICAS", "0")
+    assert (Connection.from_env().shards, Connection.from_env().replicas) == (3, 0)
+    monkeypatch.setenv("OPENSEARCH_SHARDS", "0")
+    with pytest.raises(HybridError, match="OPENSEARCH_SHARDS='0': give a whole number of at least 1"):
+        Connection.from_env()
 
 
 def test_missing_index_says_how_to_create_it(opensearch):

@@ -97,6 +97,8 @@ class IndexInfo:
     meta: IndexMeta
     location: str
     versions: list[Version] = field(default_factory=list)
+    layout: dict[str, int] = field(default_factory=dict)
+    """Where the backend spreads the index: shards and replicas on a cluster, nothing embedded."""
 
 
 @dataclass(frozen=True)
@@ -146,6 +148,8 @@ class WriteFailure:
 
     id: str
     reason: str
+    status: int | None = None
+    """The HTTP status the cluster gave this document, where it gave one."""
 
 
 class IndexWriter(ABC):
@@ -154,6 +158,11 @@ class IndexWriter(ABC):
     Nothing is searchable before ``commit``. Leaving the ``with`` block on an error calls ``abort``
     (the local backend then leaves the index exactly as it was); leaving it normally calls ``close``.
     """
+
+    @property
+    def retried(self) -> list[str]:
+        """What had to be sent again (to a cluster that lost a node) and why; nothing, writing locally."""
+        return []
 
     @abstractmethod
     def write(self, documents: Sequence[StoredDocument]) -> None: ...

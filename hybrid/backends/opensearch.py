@@ -6,11 +6,13 @@ The index mapping is ``hybrid/mappings/index.json`` (linked as ``mappings/`` at 
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
 import re
 import time
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager, nullcontext
@@ -20,7 +22,7 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
-from opensearchpy import JSONSerializer, OpenSearch, helpers
+from opensearchpy import ConnectionPool, JSONSerializer, OpenSearch, helpers
 from opensearchpy import exceptions as os_errors
 
 from ..documents import INTERNAL_FIELDS
@@ -43,8 +45,17 @@ ID_FIELD, HASH_FIELD, TEXT_FIELD, VECTOR_FIELD, WINDOWS_FIELD = INTERNAL_FIELDS
 STORED_ONLY = [VECTOR_FIELD, WINDOWS_FIELD, HASH_FIELD, ID_FIELD]
 """Internal fields kept in each document's source, and left out of what searches return."""
 RETRY_STATUSES = (429, 502, 503, 504)
+TRANSIENT_STATUSES = (429, 500, *RETRY_STATUSES[1:])
+"""A document refused with one of these (a node left, a shard is being promoted) is sent again."""
 MAX_RESULT_WINDOW = 10_000
 """OpenSearch's default index.max_result_window and the k-NN plugin's largest k."""
+LEG_SEARCH_OPTIONS: dict[str, dict[str, Any]] = {
+    # BM25 with the index's term statistics, not each shard's (as the embedded index scores); OpenSearch
+    # skips the extra round when the index has one shard.
+    "bm25": {"search_type": "dfs_query_then_fetch", "allow_partial_search_results": False},
+    "vector": {"allow_partial_search_results": False},
+}
+"""Per-leg ``_msearch`` headers: a leg that misses a shard fails instead of answering from the rest."""
 VERSION_NAME = re.compile(r"(?P<index>.+)_v(?P<number>\d+)")
 T = TypeVar("T")
 log = logging.getLogger("hybrid")
@@ -65,7 +76,14 @@ class AsciiJSONSerializer(JSONSerializer):
 
 @dataclass(frozen=True)
 class Connection:
-    """How to reach a cluster. Credentials come from the environment and are never printed."""
+    """How to reach a cluster, and how to lay out the indexes made there. Credentials come from the
+    environment and are never printed.
+
+    ``url`` may list several nodes, comma-separated: requests go round-robin to the nodes that answer,
+    and one that fails is set aside and the request sent to the next at once, so the client keeps
+    working while a node is down. The list is used as given: no sniffing, which would replace it with
+    the addresses nodes publish, unreachable behind a load balancer, a proxy or Docker's port mapping.
+    """
 
     url: str = "http://127.0.0.1:9200"
     user: str | None = None
@@ -74,13 +92,24 @@ class Connection:
     ca_certs: str | None = None
     engine: str = "lucene"
     timeout: float = 10.0
-    """Seconds a request may take (bulk requests get ``write_timeout``)."""
+    """Seconds a request may take (bulk requests and index changes get ``write_timeout``)."""
     write_timeout: float = 120.0
+    """Seconds a bulk request or a change of indexes (create, delete, switch) may take: a busy cluster
+    applies those slowly."""
     retries: int = 5
     """Attempts for a write that fails with 429, 5xx or no answer, waiting 1, 2, 4, 8 s between them."""
     search_attempts: int = 2
     """Attempts for a search: a search against a cluster that is down fails within
-    ``search_attempts * timeout`` seconds (about a second when nothing listens at the URL)."""
+    ``search_attempts * timeout`` seconds per listed node that hangs (about a second when nothing
+    listens at the URLs)."""
+    bulk_threads: int = 4
+    """Bulk requests in flight at once, as opensearch-py's ``parallel_bulk``: with one, a cluster's nodes
+    wait between requests (see bench/cluster_bench.py throughput)."""
+    shards: int | None = None
+    """Primary shards of a new index; None: one (see ``IndexLayout``), or the replaced version's."""
+    replicas: int | None = None
+    """Replicas of each shard of a new index; None: one where the cluster has two data nodes or more,
+    else none, or the replaced version's."""
 
     @classmethod
     def from_env(cls, url: str | None = None, **overrides: Any) -> Connection:
@@ -92,30 +121,84 @@ class Connection:
             "verify_certs": verify,
             "ca_certs": os.environ.get("OPENSEARCH_CA_CERTS"),
             "engine": os.environ.get("OPENSEARCH_KNN_ENGINE", cls.engine),
+            "shards": _count_from_env("OPENSEARCH_SHARDS", minimum=1),
+            "replicas": _count_from_env("OPENSEARCH_REPLICAS", minimum=0),
         }
         settings.update({name: value for name, value in overrides.items() if value is not None})
         return cls(**settings)
 
     @property
+    def urls(self) -> list[str]:
+        # Split only where a URL starts: a password in a URL may hold a comma.
+        return [url.strip(" ,") for url in re.split(r",(?=\s*https?://)", self.url) if url.strip(" ,")]
+
+    @property
     def safe_url(self) -> str:
-        """The URL without any user:password part, fit for messages and logs."""
-        parts = urlsplit(self.url)
-        host = parts.hostname or ""
-        return urlunsplit(parts._replace(netloc=f"{host}:{parts.port}" if parts.port else host))
+        """The URLs without any user:password part, fit for messages and logs."""
+        return ",".join(_without_credentials(url) for url in self.urls)
 
     def client(self) -> OpenSearch:
         auth = (self.user, self.password or "") if self.user else None
-        return OpenSearch(  # no retries inside the client: ours are the only ones, so their time is bounded
-            hosts=[self.url], http_auth=auth, verify_certs=self.verify_certs, ca_certs=self.ca_certs,
-            ssl_show_warn=self.verify_certs, timeout=self.timeout, http_compress=True, max_retries=0,
-            serializer=AsciiJSONSerializer(),
+        # The client retries only by moving on to another node (a refused connection, 502-504); waiting
+        # and trying again is ours alone, so its time stays bounded and said.
+        return OpenSearch(
+            hosts=self.urls, http_auth=auth, verify_certs=self.verify_certs, ca_certs=self.ca_certs,
+            ssl_show_warn=self.verify_certs, timeout=self.timeout, http_compress=True,
+            max_retries=len(self.urls) - 1, retry_on_timeout=False, serializer=AsciiJSONSerializer(),
+            connection_pool_class=ReportingPool,
         )
 
 
-def index_body(meta: IndexMeta, engine: str, previous: str | None = None) -> dict[str, Any]:
-    """The mapping file with this index's dimension, engine, text fields and ``_meta`` filled in;
+class ReportingPool(ConnectionPool):
+    """opensearch-py's pool of several nodes, remembering each node it set aside (it stopped answering
+    and requests went on to the others), so that a write can report it."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.set_aside: list[str] = []
+
+    def mark_dead(self, connection: Any, now: float | None = None) -> None:
+        self.set_aside.append(str(connection.host))
+        super().mark_dead(connection, now)
+
+
+def _without_credentials(url: str) -> str:
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    return urlunsplit(parts._replace(netloc=f"{host}:{parts.port}" if parts.port else host))
+
+
+def _count_from_env(name: str, minimum: int) -> int | None:
+    value = os.environ.get(name, "").strip()
+    if not value:
+        return None
+    if not value.isdigit() or int(value) < minimum:
+        raise HybridError(f"{name}={value!r}: give a whole number of at least {minimum}")
+    return int(value)
+
+
+@dataclass(frozen=True)
+class IndexLayout:
+    """How an index is spread over a cluster.
+
+    One shard by default: the corpora this tool is for (thousands to a few million documents, far
+    below OpenSearch's advice of 10-50 GB per shard) fit one, which keeps BM25's statistics and the
+    k-NN search whole; ``--shards`` spreads a large index over more nodes. One replica where the
+    cluster has two data nodes or more, so losing a node loses no data and no availability.
+    """
+
+    shards: int
+    replicas: int
+
+    def settings(self) -> dict[str, int]:
+        return {"number_of_shards": self.shards, "number_of_replicas": self.replicas}
+
+
+def index_body(meta: IndexMeta, engine: str, layout: IndexLayout, previous: str | None = None) -> dict[str, Any]:
+    """The mapping file with this index's dimension, engine, text fields, layout and ``_meta`` filled in;
     ``previous`` is the version a re-index replaces (what rollback returns to)."""
     body = json.loads(resources.files("hybrid").joinpath("mappings/index.json").read_text())
+    body["settings"]["index"].update(layout.settings())
     properties = body["mappings"]["properties"]
     for name in meta.text_fields:  # exactly these fields feed the BM25 leg, as in the embedded index
         properties[name] = {"type": "text", "analyzer": "english", "copy_to": TEXT_FIELD}
@@ -210,8 +293,9 @@ class OpenSearchBackend:
         return HybridError(f"{self.location} answered HTTP {status} without an OpenSearch response: is it an "
                            "OpenSearch cluster? Point --opensearch / OPENSEARCH_URL at one")
 
-    def _with_retries(self, call: Callable[[], T], attempts: int, what: str) -> T:
-        """Retry 429, 5xx and lost connections, waiting 1, 2, 4 ... s (saying so); re-raise the last failure."""
+    def _with_retries(self, call: Callable[[], T], attempts: int, what: str, said: list[str] | None = None) -> T:
+        """Retry 429, 5xx and lost connections, waiting 1, 2, 4 ... s (saying so, and adding it to ``said``);
+        re-raise the last failure."""
         for attempt in range(1, attempts + 1):
             try:
                 return call()
@@ -220,11 +304,17 @@ class OpenSearchBackend:
                 retriable = isinstance(error, os_errors.ConnectionError) or status in RETRY_STATUSES
                 if not retriable or attempt == attempts:
                     raise
-                pause = 2 ** (attempt - 1)
-                log.warning("%s: OpenSearch at %s did not answer (%s); trying again in %d s (attempt %d of %d)",
-                            what, self.location, status or type(error).__name__, pause, attempt + 1, attempts)
-                time.sleep(pause)
+                self._retry_later(f"{what}: OpenSearch at {self.location} did not answer "
+                                  f"({status or type(error).__name__})", attempt, attempts, said)
         raise AssertionError("unreachable")
+
+    @staticmethod
+    def _retry_later(problem: str, attempt: int, attempts: int, said: list[str] | None) -> None:
+        pause = 2 ** (attempt - 1)
+        log.warning("%s; trying again in %d s (attempt %d of %d)", problem, pause, attempt + 1, attempts)
+        if said is not None:
+            said.append(problem)
+        time.sleep(pause)
 
     def names(self) -> list[str]:
         """Every hybrid index by the name users know: its alias, or its own name if it has none."""
@@ -285,7 +375,25 @@ class OpenSearchBackend:
             return int(self.client.count(index=index)["count"])
 
     def info(self, index: str) -> IndexInfo:
-        return IndexInfo(index, self.count(index), self.meta(index), f"{self.location}/{index}", self.versions(index))
+        serving = self._serving(index)
+        return IndexInfo(index, self.count(index), self.meta(index), f"{self.location}/{index}", self.versions(index),
+                         self.layout(serving).settings())
+
+    def layout(self, concrete: str) -> IndexLayout:
+        """The shards and replicas an existing index has."""
+        with self._errors(concrete):
+            settings = next(iter(self.client.indices.get_settings(index=concrete).values()))["settings"]["index"]
+        return IndexLayout(int(settings["number_of_shards"]), int(settings["number_of_replicas"]))
+
+    def _new_layout(self, replaced: str | None) -> IndexLayout:
+        """What the connection asks for; the rest as the replaced version has it, or the defaults."""
+        if replaced is not None:
+            default = self.layout(replaced)
+        else:
+            default = IndexLayout(1, 1 if self._data_nodes() >= 2 else 0)
+        connection = self.connection
+        return IndexLayout(connection.shards or default.shards,
+                           default.replicas if connection.replicas is None else connection.replicas)
 
     def lock(self, index: str) -> nullcontext[None]:
         """No lock: documents are upserted in place, and the cluster orders concurrent writes."""
@@ -299,7 +407,8 @@ class OpenSearchBackend:
             raise HybridError(f"{serving} at {self.location} was not created by hybrid; not deleting it")
         targets = {serving} | {f"{index}_v{number}" for number in self._numbered_versions(index)}
         with self._errors(index):
-            self.client.indices.delete(index=",".join(sorted(targets)), params={"expand_wildcards": "none"})
+            self.client.indices.delete(index=",".join(sorted(targets)), params={"expand_wildcards": "none"},
+                                       request_timeout=self.connection.write_timeout)
 
     def _numbered_versions(self, index: str) -> dict[int, dict[str, Any]]:
         """number -> ``_meta`` of each ``INDEX_vN`` that hybrid created."""
@@ -332,10 +441,11 @@ class OpenSearchBackend:
     def create(self, index: str, meta: IndexMeta) -> None:
         """Create ``INDEX_v1`` behind the alias ``INDEX``, so a later re-index can swap versions atomically."""
         check_index_name(index)
-        body = {**index_body(meta, self.connection.engine), "aliases": {index: {}}}
+        body = {**index_body(meta, self.connection.engine, self._new_layout(None)), "aliases": {index: {}}}
         with self._errors():
             try:
-                self.client.indices.create(index=f"{index}_v1", body=body)
+                self.client.indices.create(index=f"{index}_v1", body=body,
+                                           request_timeout=self.connection.write_timeout)
             except os_errors.RequestError as error:
                 if error.error != "resource_already_exists_exception":
                     if "knn" in str(error.info).lower():
@@ -355,6 +465,28 @@ class OpenSearchBackend:
             self.create(index, meta)
         return OpenSearchWriter(self, index, fresh=False, meta=meta)
 
+    def _data_nodes(self) -> int:
+        """How many data nodes the cluster has; 1 where the user may not ask (cluster:monitor/health)."""
+        try:
+            return int(self.client.cluster.health()["number_of_data_nodes"])
+        except os_errors.AuthorizationException:
+            log.warning("%s: not allowed to read the cluster's health, so a new index gets no replica (give "
+                        "--replicas to choose)", self.location)
+            return 1
+
+    def relayout(self, index: str) -> None:
+        """Give an existing index the replicas the connection asks for, in place; its shards change only
+        with a re-index (said, not done)."""
+        concrete = self._serving(index)
+        wanted, current = self.connection, self.layout(concrete)
+        if wanted.shards is not None and wanted.shards != current.shards:
+            log.warning("%s has %d primary shards; %d apply to new indexes and re-indexes (hybrid reindex --index "
+                        "NAME --model MODEL --shards %d)", concrete, current.shards, wanted.shards, wanted.shards)
+        if wanted.replicas is not None and wanted.replicas != current.replicas:
+            with self._errors(concrete):
+                self.client.indices.put_settings(index=concrete,
+                                                 body={"index": {"number_of_replicas": wanted.replicas}})
+
     def documents(self, index: str) -> Iterator[tuple[str, dict[str, Any]]]:
         check_index_name(index)
         with self._errors(index):
@@ -368,7 +500,9 @@ class OpenSearchBackend:
         existing = self._numbered_versions(index)
         version = f"{index}_v{max(existing, default=0) + 1}"
         with self._errors():
-            self.client.indices.create(index=version, body=index_body(meta, self.connection.engine, serving))
+            self.client.indices.create(
+                index=version, body=index_body(meta, self.connection.engine, self._new_layout(serving), serving),
+                request_timeout=self.connection.write_timeout)
         return version, OpenSearchWriter(self, version, fresh=True, meta=meta)
 
     def switch(self, index: str, version: str) -> None:
@@ -376,7 +510,8 @@ class OpenSearchBackend:
         current = self._serving(index)
         actions = [{"remove": {"index": current, "alias": index}}, {"add": {"index": version, "alias": index}}]
         with self._errors(index):
-            self.client.indices.update_aliases(body={"actions": actions})
+            self.client.indices.update_aliases(body={"actions": actions},
+                                               request_timeout=self.connection.write_timeout)
 
     def retrieve(self, target: str, query: LegQuery) -> dict[str, list[LegHit]]:
         """Both legs in one ``_msearch`` round trip, each with the filters applied before ranking."""
@@ -391,11 +526,10 @@ class OpenSearchBackend:
         if query.vector is not None:
             bodies["vector"] = {"size": query.k, "_source": False, "query": knn_query(query, filters)}
         lines: list[dict[str, Any]] = []
-        for body in bodies.values():
-            lines += [{"index": target}, body]
+        for leg, body in bodies.items():
+            lines += [{"index": target, **LEG_SEARCH_OPTIONS[leg]}, body]
         with self._errors(target):
-            responses = self._with_retries(lambda: self.client.msearch(body=lines), self.connection.search_attempts,
-                                           "search")["responses"]
+            responses = self._with_retries(lambda: self._msearch(lines), self.connection.search_attempts, "search")
         legs: dict[str, list[LegHit]] = {}
         for leg, response in zip(bodies, responses):
             if "error" in response:
@@ -408,6 +542,17 @@ class OpenSearchBackend:
             convert = inner_product if leg == "vector" else float
             legs[leg] = [LegHit(h["_id"], convert(h["_score"])) for h in response["hits"]["hits"]]
         return legs
+
+    def _msearch(self, lines: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The legs' responses; a leg that failed on the cluster's side (a node left mid-search) fails the
+        whole request as a 5xx, so that it is tried again rather than answered from part of the index."""
+        responses = self.client.msearch(body=lines)["responses"]
+        for response in responses:
+            status = int(response.get("status", 200))
+            if "error" in response and (status >= 500 or status == 429):  # a search may always be sent again
+                raise os_errors.TransportError(503 if status >= 500 else 429, response["error"].get("type", "error"),
+                                               response)
+        return responses
 
     def sources(self, target: str, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
         """One ``_mget`` for the documents of a page (not for every candidate of every leg)."""
@@ -427,7 +572,8 @@ def _reason(error: os_errors.TransportError) -> str:
 
 
 class OpenSearchWriter(IndexWriter):
-    """Bulk-indexes batches in a background thread, so the next batch is embedded meanwhile.
+    """Bulk-indexes batches in background threads, so the next batch is embedded meanwhile and the
+    cluster's nodes have several requests to work on (``Connection.bulk_threads``).
 
     Documents the cluster rejects (mapping conflicts, wrong vector size) are collected with their
     reason and the rest go on; a cluster that stays unreachable through every retry stops the ingest.
@@ -439,18 +585,30 @@ class OpenSearchWriter(IndexWriter):
         self._backend, self._index, self._fresh = backend, index, fresh
         self._windows = bool(meta.chunking)
         self._serving = None if fresh else backend._serving(index)
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bulk")
-        self._pending: Future[list[WriteFailure]] | None = None
+        self._threads = backend.connection.bulk_threads
+        self._pool = ThreadPoolExecutor(max_workers=self._threads, thread_name_prefix="bulk")
+        self._pending: deque[Future[list[WriteFailure]]] = deque()
         self._failures: list[WriteFailure] = []
+        self._retried: list[str] = []
+        self._set_aside_before = len(self._set_aside())
 
-    def _wait(self) -> None:
-        if self._pending is not None:
-            pending, self._pending = self._pending, None
-            self._failures += pending.result()
+    @property
+    def retried(self) -> list[str]:
+        moved = [f"ingest: {host} stopped answering; its requests went to the other nodes"
+                 for host in dict.fromkeys(self._set_aside()[self._set_aside_before:])]
+        return self._retried + moved
+
+    def _set_aside(self) -> list[str]:
+        return getattr(self._backend.client.transport.connection_pool, "set_aside", [])
+
+    def _wait(self, in_flight: int = 0) -> None:
+        """Collect finished batches, oldest first, until at most ``in_flight`` remain."""
+        while len(self._pending) > in_flight:
+            self._failures += self._pending.popleft().result()
 
     def write(self, documents: Sequence[StoredDocument]) -> None:
-        self._wait()
-        self._pending = self._pool.submit(self._send, list(documents))
+        self._wait(in_flight=self._threads - 1)
+        self._pending.append(self._pool.submit(self._send, list(documents)))
 
     def _vectors(self, vectors: np.ndarray) -> dict[str, Any]:
         if self._windows:
@@ -460,28 +618,45 @@ class OpenSearchWriter(IndexWriter):
         return {VECTOR_FIELD: vectors[0].tolist()}
 
     def _send(self, documents: list[StoredDocument]) -> list[WriteFailure]:
-        actions = [
-            {"_op_type": "index", "_index": self._index, "_id": d.id,
-             "_source": {**d.fields, ID_FIELD: d.id, HASH_FIELD: d.hash, **self._vectors(d.vectors)}}
+        """Bulk-index ``documents``; send again, with backoff, those the cluster could not take for now
+        (a shard whose node died is unavailable until a replica takes over); return the rest it refused."""
+        actions = {
+            d.id: {"_op_type": "index", "_index": self._index, "_id": d.id,
+                   "_source": {**d.fields, ID_FIELD: d.id, HASH_FIELD: d.hash, **self._vectors(d.vectors)}}
             for d in documents
-        ]
+        }
+        backend, attempts = self._backend, self._backend.connection.retries
+        refused: list[WriteFailure] = []
+        for attempt in range(1, attempts + 1):
+            with backend._errors(self._index):
+                failures = backend._with_retries(functools.partial(self._bulk, list(actions.values())), attempts,
+                                                 "ingest", self._retried)
+            transient = {f.id: f for f in failures if f.status in TRANSIENT_STATUSES}
+            refused += [f for f in failures if f.id not in transient]
+            if not transient or attempt == attempts:
+                return refused + list(transient.values())
+            first = next(iter(transient.values()))
+            backend._retry_later(f"ingest: {len(transient)} documents were not taken for now ({first.reason})",
+                                 attempt, attempts, self._retried)
+            actions = {doc_id: actions[doc_id] for doc_id in transient}
+        raise AssertionError("unreachable")
 
-        def bulk() -> list[WriteFailure]:
-            failures = []
-            for ok, item in helpers.streaming_bulk(
-                self._backend.client, actions, chunk_size=500, max_retries=self._backend.connection.retries,
-                initial_backoff=1, max_backoff=30, raise_on_error=False, require_alias=not self._fresh,
-                request_timeout=self._backend.connection.write_timeout,
-            ):
-                if not ok:
-                    result = next(iter(item.values()))
-                    error = result.get("error", {})
-                    reason = error.get("reason", str(error)) if isinstance(error, dict) else str(error)
-                    failures.append(WriteFailure(str(result.get("_id")), f"{result.get('status')}: {reason}"))
-            return failures
-
-        with self._backend._errors(self._index):
-            return self._backend._with_retries(bulk, self._backend.connection.retries, "ingest")
+    def _bulk(self, actions: list[dict[str, Any]]) -> list[WriteFailure]:
+        failures = []
+        for ok, item in helpers.streaming_bulk(
+            # 429s come back as failures too: _send sends them again, and says so
+            self._backend.client, actions, chunk_size=500, max_retries=0, raise_on_error=False,
+            require_alias=not self._fresh,
+            request_timeout=self._backend.connection.write_timeout,
+        ):
+            if not ok:
+                result = next(iter(item.values()))
+                error = result.get("error", {})
+                reason = error.get("reason", str(error)) if isinstance(error, dict) else str(error)
+                status = result.get("status")
+                failures.append(WriteFailure(str(result.get("_id")), f"{status}: {reason}",
+                                             status if isinstance(status, int) else None))
+        return failures
 
     def commit(self) -> list[WriteFailure]:
         """Wait for the last batch, then refresh so that every written document is searchable.
@@ -500,12 +675,13 @@ class OpenSearchWriter(IndexWriter):
         return self._failures
 
     def abort(self) -> None:
-        if self._pending is not None:
-            self._pending.cancel()
+        for pending in self._pending:
+            pending.cancel()
         self._pool.shutdown(wait=True, cancel_futures=True)
         if self._fresh:  # a re-index that failed leaves no version behind
             with self._backend._errors():
-                self._backend.client.indices.delete(index=self._index, params={"ignore_unavailable": "true"})
+                self._backend.client.indices.delete(index=self._index, params={"ignore_unavailable": "true"},
+                                                    request_timeout=self._backend.connection.write_timeout)
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)
