@@ -7,10 +7,15 @@
 #
 #   docker/opensearch-node.sh start|stop|status [--nodes N]    all nodes (N = 1: a single-node cluster)
 #   docker/opensearch-node.sh start|stop|kill [--nodes N] --node I   one node of N; kill = SIGKILL
+#   docker/opensearch-node.sh start|stop|status --neural      nodes with neural-search too
 #
 # Node I of N listens for HTTP on OPENSEARCH_PORT + I - 1 and for transport on that + 100; with N > 1
 # the nodes find each other through discovery.seed_hosts (every node is cluster-manager eligible and
 # holds data), and keep their data in their own folder, apart from the single node's.
+#
+# --neural (or OPENSEARCH_NEURAL=1) runs a second installation that adds the neural-search plugin and
+# the plugins it needs (job-scheduler, ml-commons: 360 MB more to fetch once) for OpenSearch's own
+# hybrid query and search pipelines; its nodes keep their data apart from the plain ones'.
 #
 # Environment: OPENSEARCH_VERSION (2.19.1), OPENSEARCH_PORT (9200), OPENSEARCH_NODES (1),
 # OPENSEARCH_HEAP (512m per node), HYBRID_CACHE (~/.cache/hybrid), OPENSEARCH_RUN_USER (hybrid-os,
@@ -22,7 +27,7 @@ port=${OPENSEARCH_PORT:-9200}
 nodes=${OPENSEARCH_NODES:-1}
 heap=${OPENSEARCH_HEAP:-512m}
 cache=${HYBRID_CACHE:-$HOME/.cache/hybrid}/opensearch
-home=$cache/opensearch-$version
+neural=${OPENSEARCH_NEURAL:-}
 url=http://127.0.0.1:$port
 run_user=${OPENSEARCH_RUN_USER:-hybrid-os}
 # The integration-test distribution bundles no JDK: use JAVA_HOME, else the java on PATH.
@@ -42,7 +47,7 @@ module() {  # $1 = name, $2 = plugin class, $3 = extended plugins, $4 = descript
   # The integration-test distribution ships only transport-netty4; the other modules a node needs
   # (painless, which k-NN extends; analysis-common, which has the `english` analyzer) are published
   # to Maven as plain jars, so assemble each module folder from its jar and runtime dependencies.
-  local dir=$home/modules/$1 pom
+  local dir=$home/modules/$1
   mkdir -p "$dir"
   mvn -B -q dependency:copy -Dartifact="org.opensearch.plugin:$1:$version" -DoutputDirectory="$dir" >&2
   mvn -B -q dependency:copy -Dartifact="org.opensearch.plugin:$1:$version:pom" -DoutputDirectory="$cache" >&2
@@ -63,24 +68,31 @@ PROPS
 
 install() {
   mkdir -p "$cache"
-  if [ -d "$home/plugins/opensearch-knn" ]; then return; fi
-  local dist knn
+  local last=opensearch-knn  # the last plugin installed: there, the installation is complete
+  if [ -n "$neural" ]; then last=opensearch-neural-search; fi
+  if [ -d "$home/plugins/$last" ]; then return; fi
+  local dist plugin staging=$home.unpacking
   dist=$(fetch "org.opensearch.distribution.integ-test-zip:opensearch:$version:zip")
-  knn=$(fetch "org.opensearch.plugin:opensearch-knn:$version.0:zip")
-  rm -rf "$home"
-  unzip -q "$dist" -d "$cache"
+  rm -rf "$home" "$staging"
+  unzip -q "$dist" -d "$staging"
+  mv "$staging/opensearch-$version" "$home"
+  rmdir "$staging"
   module lang-painless org.opensearch.painless.PainlessPlugin "" "Painless scripting language"
   # Painless generates classes at run time (its own plugin-security.policy grants exactly this).
   printf 'grant {\n  permission java.lang.RuntimePermission "createClassLoader";\n  permission java.lang.RuntimePermission "getClassLoader";\n};\n' \
     > "$home/modules/lang-painless/plugin-security.policy"
   module analysis-common org.opensearch.analysis.common.CommonAnalysisPlugin lang-painless "Common analysis components"
-  "$home/bin/opensearch-plugin" install --batch "file://$knn" >&2
+  # In dependency order: ml-commons extends job-scheduler, neural-search extends ml-commons and k-NN.
+  for plugin in ${neural:+opensearch-job-scheduler opensearch-ml-plugin} opensearch-knn ${neural:+neural-search}; do
+    "$home/bin/opensearch-plugin" install --batch "file://$(fetch "org.opensearch.plugin:$plugin:$version.0:zip")" >&2
+  done
 }
 
 node_port() { echo $((port + $1 - 1)); }
 
 node_data() {  # the single node keeps the folder it always had; a cluster's nodes get their own
-  if [ "$nodes" -eq 1 ]; then echo "$cache/node-$port"; else echo "$cache/cluster-$port-of-$nodes/node-$1"; fi
+  if [ "$nodes" -eq 1 ]; then echo "$cache/node-$port${neural:+-neural}"
+  else echo "$cache/cluster-$port-of-$nodes${neural:+-neural}/node-$1"; fi
 }
 
 pidfile() { echo "$(node_data "$1")/opensearch.pid"; }
@@ -206,9 +218,12 @@ while [ $# -gt 0 ]; do
   case "$1" in
     --nodes) nodes=$2; shift 2 ;;
     --node) node=$2; shift 2 ;;
+    --neural) neural=1; shift ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
 done
+case "$neural" in 1|true|yes) neural=1 ;; *) neural="" ;; esac
+home=$cache/opensearch-$version${neural:+-neural}
 if ! [ "$nodes" -ge 1 ] 2>/dev/null || { [ -n "$node" ] && ! { [ "$node" -ge 1 ] && [ "$node" -le "$nodes" ]; } 2>/dev/null; }; then
   echo "--nodes must be a positive number and --node one of 1..$nodes" >&2; exit 2
 fi

@@ -563,5 +563,61 @@ def index_delete(backend: Backend, index: str, yes: bool) -> None:
     console.print(f"deleted {index} ({count} documents)")
 
 
+@cli.group("pipeline")
+def pipeline_group() -> None:
+    """OpenSearch search pipelines that fuse as hybrid does, for callers in any language (needs neural-search)."""
+
+
+def opensearch_only(backend: Backend) -> Any:
+    from .backends.opensearch import OpenSearchBackend
+
+    if not isinstance(backend, OpenSearchBackend):
+        raise click.UsageError("search pipelines live on an OpenSearch cluster: add --opensearch URL")
+    return backend
+
+
+@pipeline_group.command("create")
+@click.argument("name")
+@click.option("--index", required=True, help="The index the printed example request searches.")
+@settings_option
+@backend_options
+def pipeline_create(backend: Backend, name: str, index: str, settings_path: str | None) -> None:
+    """Write the search pipeline NAME for the fusion settings (the defaults, or --settings), and print it
+    with the request a caller sends."""
+    from .server_fusion import create_pipeline, example_request
+
+    settings = SearchSettings.load(settings_path) if settings_path else SearchSettings()
+    body = create_pipeline(opensearch_only(backend), name, settings)
+    click.echo(json.dumps(body, indent=2))
+    click.echo(example_request(backend, index, name, settings))  # type: ignore[arg-type]
+
+
+@pipeline_group.command("show")
+@click.argument("name")
+@click.option("--index", help="Also print the request a caller sends to this index.")
+@backend_options
+def pipeline_show(backend: Backend, name: str, index: str | None) -> None:
+    """Print the search pipeline NAME (and the request for --index)."""
+    from .server_fusion import MARK, example_request, show_pipeline
+
+    body = show_pipeline(opensearch_only(backend), name)
+    click.echo(json.dumps(body, indent=2))
+    description = str(body.get("description", ""))
+    if index and description.startswith(MARK):
+        settings = SearchSettings(**json.loads(description.removeprefix(MARK)))
+        click.echo(example_request(backend, index, name, settings))  # type: ignore[arg-type]
+
+
+@pipeline_group.command("delete")
+@click.argument("name")
+@backend_options
+def pipeline_delete(backend: Backend, name: str) -> None:
+    """Delete the search pipeline NAME (only one that hybrid wrote)."""
+    from .server_fusion import delete_pipeline
+
+    delete_pipeline(opensearch_only(backend), name)
+    console.print(f"deleted search pipeline {name}")
+
+
 def main() -> None:
     cli(prog_name="hybrid")

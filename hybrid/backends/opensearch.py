@@ -566,6 +566,29 @@ class OpenSearchBackend:
         return {doc["_id"]: doc["_source"] for doc in response["docs"] if doc.get("found")}
 
 
+    def plugins(self) -> tuple[list[dict[str, str]], set[str]]:
+        """``_cat/plugins`` rows (node name, plugin, version), and the names of all nodes."""
+        with self._errors():
+            rows = self.client.cat.plugins(format="json", h="name,component,version")
+            names = {row["name"] for row in self.client.cat.nodes(format="json", h="name")}
+        return rows, names
+
+    def search_pipeline(self, name: str) -> dict[str, Any] | None:
+        with self._errors():
+            try:
+                return dict(self.client.search_pipeline.get(id=name)[name])
+            except os_errors.NotFoundError:
+                return None
+
+    def put_search_pipeline(self, name: str, body: dict[str, Any]) -> None:
+        with self._errors():
+            self.client.search_pipeline.put(id=name, body=body)
+
+    def delete_search_pipeline(self, name: str) -> None:
+        with self._errors():
+            self.client.search_pipeline.delete(id=name)
+
+
 def _reason(error: os_errors.TransportError) -> str:
     info = error.info.get("error", {}) if isinstance(error.info, dict) else {}
     return str(info.get("reason", error.error)) if isinstance(info, dict) else str(info)

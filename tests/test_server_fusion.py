@@ -1,0 +1,136 @@
+"""OpenSearch's own hybrid query through a pipeline hybrid writes: bodies, capabilities, and parity with
+client-side fusion on a node with neural-search (``HYBRID_TEST_NEURAL``, started by .ci/run)."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+from click.testing import CliRunner
+from cluster import copy_index
+
+from hybrid.backends.opensearch import Connection, OpenSearchBackend
+from hybrid.cli import cli
+from hybrid.errors import HybridError
+from hybrid.evaluate import load_queries
+from hybrid.searcher import Searcher, SearchSettings
+from hybrid.server_fusion import (
+    NeuralSearch,
+    check_pipeline_name,
+    create_pipeline,
+    delete_pipeline,
+    hybrid_query,
+    neural_search,
+    pipeline_body,
+    probe,
+)
+
+V2_19, V3_1 = NeuralSearch((2, 19, 1, 0)), NeuralSearch((3, 1, 0, 0))
+
+
+def test_the_probe_wants_neural_search_on_every_node():
+    rows = [{"name": "a", "component": "opensearch-knn", "version": "2.19.1.0"},
+            {"name": "a", "component": "opensearch-neural-search", "version": "2.19.1.0"},
+            {"name": "b", "component": "opensearch-neural-search", "version": "2.19.1.0"}]
+    assert probe(rows, {"a", "b"}) == V2_19 and V2_19.supports("rrf") and not V2_19.supports("z_score")
+    assert probe(rows, {"a", "b", "c"}).version is None  # c lacks it: a search there could not fuse
+    assert probe(rows[:1], {"a"}).version is None and "no neural-search" in str(probe(rows[:1], {"a"}))
+
+
+def test_pipelines_say_what_fuses_and_refuse_what_this_version_cannot():
+    rrf = pipeline_body(SearchSettings(rank_constant=20), V2_19)
+    assert rrf["phase_results_processors"] == [
+        {"score-ranker-processor": {"combination": {"technique": "rrf", "rank_constant": 20}}}]
+    assert rrf["response_processors"] == [{"hybrid_score_explanation": {}}]
+    assert rrf["description"].startswith("hybrid:")
+    weighted = SearchSettings(fusion="l2", combination="harmonic", weights={"bm25": 0.25, "vector": 1.0})
+    [processor] = pipeline_body(weighted, V2_19)["phase_results_processors"]
+    assert processor == {"normalization-processor": {
+        "normalization": {"technique": "l2"},
+        "combination": {"technique": "harmonic_mean", "parameters": {"weights": [0.2, 0.8]}}}}
+    with pytest.raises(HybridError, match="z_score on the server needs neural-search 3.0"):
+        pipeline_body(SearchSettings(fusion="z_score"), V2_19)
+    with pytest.raises(HybridError, match="weighted RRF on the server needs neural-search 3.1"):
+        pipeline_body(SearchSettings(weights={"bm25": 2.0, "vector": 1.0}), V2_19)
+    ranked = pipeline_body(SearchSettings(weights={"bm25": 3.0, "vector": 1.0}), V3_1)["phase_results_processors"]
+    assert ranked[0]["score-ranker-processor"]["combination"]["parameters"] == {"weights": [0.75, 0.25]}
+    with pytest.raises(HybridError, match="client-side fusion is what searches use"):
+        pipeline_body(SearchSettings(), NeuralSearch(None))
+    for name in ("*", "a,b", "x/../y", "", "_all"):
+        with pytest.raises(HybridError, match="invalid pipeline name"):
+            check_pipeline_name(name)
+
+
+def test_a_node_without_neural_search_is_told_so(opensearch):
+    assert neural_search(opensearch).version is None
+    with pytest.raises(HybridError, match="no neural-search plugin"):
+        create_pipeline(opensearch, "hybrid-test", SearchSettings())
+
+
+@pytest.fixture(scope="module")
+def neural() -> OpenSearchBackend:
+    url = os.environ.get("HYBRID_TEST_NEURAL")
+    if not url:
+        pytest.skip("HYBRID_TEST_NEURAL is not set: start a node with OPENSEARCH_PORT=9220 docker/opensearch-node.sh "
+                    "start --neural and set HYBRID_TEST_NEURAL=http://127.0.0.1:9220 (.ci/run does both)")
+    return OpenSearchBackend(Connection(url))
+
+
+@pytest.fixture(scope="module")
+def neural_cranfield(neural, local_cranfield) -> str:
+    if neural.exists("cranfield"):
+        neural.delete("cranfield")
+    copy_index(local_cranfield, "cranfield", neural, "cranfield")
+    return "cranfield"
+
+
+def test_pipeline_create_show_delete_round_trip(neural, neural_cranfield):
+    runner = CliRunner()
+    url = ["--opensearch", neural.connection.url]
+    created = runner.invoke(cli, ["pipeline", "create", "hybrid-rrf", "--index", neural_cranfield, *url])
+    assert created.exit_code == 0, created.output
+    assert "GET cranfield/_search?search_pipeline=hybrid-rrf" in created.output and "384 floats" in created.output
+    shown = runner.invoke(cli, ["pipeline", "show", "hybrid-rrf", "--index", neural_cranfield, *url])
+    assert shown.exit_code == 0 and '"score-ranker-processor"' in shown.output and "search_pipeline" in shown.output
+    neural.put_search_pipeline("someone-elses", {"description": "theirs", "phase_results_processors": []})
+    for command in (["create", "someone-elses", "--index", neural_cranfield], ["delete", "someone-elses"]):
+        refused = runner.invoke(cli, ["pipeline", *command, *url])
+        assert refused.exit_code == 1 and "was not written by hybrid" in refused.output
+    assert neural.search_pipeline("someone-elses") is not None
+    neural.delete_search_pipeline("someone-elses")
+    assert runner.invoke(cli, ["pipeline", "delete", "hybrid-rrf", *url]).exit_code == 0
+    assert neural.search_pipeline("hybrid-rrf") is None
+
+
+def same_but_ties(one: list[tuple[str, float]], other: list[tuple[str, float]]) -> bool:
+    """Two rankings with the same scores in the same places and the same ids at each score, except in
+    the last group of ties, which the cut at k may split differently."""
+    def groups(ranked: list[tuple[str, float]]) -> list[tuple[float, frozenset[str]]]:
+        scores = sorted({round(score, 6) for _, score in ranked}, reverse=True)
+        return [(score, frozenset(i for i, s in ranked if round(s, 6) == score)) for score in scores]
+
+    mine, theirs = groups(one), groups(other)
+    return [round(s, 6) for _, s in one] == [round(s, 6) for _, s in other] and mine[:-1] == theirs[:-1]
+
+
+@pytest.mark.parametrize(("settings", "share"), [(SearchSettings(), 1.0), (SearchSettings(fusion="min_max"), 0.9)],
+                         ids=["rrf", "min_max"])
+def test_the_server_fuses_as_hybrid_does(neural, neural_cranfield, cranfield, embedder, settings, share):
+    """The same candidates fused by OpenSearch through hybrid's pipeline and by hybrid itself. RRF: the
+    same scores in the same places, ties aside (OpenSearch orders them by its internal document number,
+    hybrid by id). min_max: OpenSearch leaves a document a leg missed out of that leg's mean, where
+    hybrid counts 0.001 (see fusion.py), so a few rankings differ."""
+    create_pipeline(neural, "hybrid-parity", settings)
+    searcher = Searcher(neural_cranfield, neural, embedder=embedder, settings=settings)
+    queries = list(load_queries(cranfield / "queries.jsonl").values())[:50]
+    same = 0
+    for query, vector in zip(queries, embedder.encode(queries)):
+        body = hybrid_query(query, vector.tolist(), 10, settings, windows=False)
+        served = neural.client.search(index=neural_cranfield, body=body, params={"search_pipeline": "hybrid-parity"})
+        server = [(hit["_id"], hit["_score"]) for hit in served["hits"]["hits"]]
+        client = [(hit.id, hit.score) for hit in searcher.search(query, k=10)]
+        same += same_but_ties(server, client) if settings.fusion == "rrf" else \
+            [i for i, _ in server] == [i for i, _ in client]
+    delete_pipeline(neural, "hybrid-parity")
+    assert same / len(queries) >= share, json.dumps({"same": same, "queries": len(queries)})
