@@ -8,7 +8,7 @@ import os
 from collections.abc import Callable
 from dataclasses import asdict, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from rich.console import Console
@@ -24,6 +24,9 @@ from .fusion import COMBINATIONS, DEFAULT_RANK_CONSTANT, METHODS, Combination, M
 from .ingest import ingest
 from .onnx_encoder import ENCODER_KINDS, EncoderKind, document_encoder, export_encoder
 from .searcher import DEFAULT_WINDOW, MODES, Hit, Searcher, SearchSettings
+
+if TYPE_CHECKING:
+    from .backends.opensearch import OpenSearchBackend
 
 console = Console()
 
@@ -84,6 +87,15 @@ def backend_options(command: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
+def opensearch_only(backend: Backend, what: str) -> OpenSearchBackend:
+    """``backend``, which must be a cluster for ``what``."""
+    from .backends.opensearch import OpenSearchBackend
+
+    if not isinstance(backend, OpenSearchBackend):
+        raise click.UsageError(f"{what}: add --opensearch URL")
+    return backend
+
+
 def layout_options(in_place: bool) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """``--shards`` / ``--replicas`` for the indexes a command creates on OpenSearch (under ``backend_options``);
     ``in_place``: the existing ``index`` the command writes to gets the replicas at once."""
@@ -100,9 +112,7 @@ def layout_options(in_place: bool) -> Callable[[Callable[..., Any]], Callable[..
             if shards is not None or replicas is not None:
                 from .backends.opensearch import OpenSearchBackend
 
-                if not isinstance(backend, OpenSearchBackend):
-                    raise click.UsageError("--shards and --replicas lay out an OpenSearch index: add --opensearch URL")
-                connection = backend.connection
+                connection = opensearch_only(backend, "--shards and --replicas lay out an OpenSearch index").connection
                 backend = OpenSearchBackend(replace(connection, shards=shards or connection.shards,
                                                     replicas=connection.replicas if replicas is None else replicas))
                 if in_place and backend.exists(kwargs["index"]):
@@ -563,17 +573,12 @@ def index_delete(backend: Backend, index: str, yes: bool) -> None:
     console.print(f"deleted {index} ({count} documents)")
 
 
+PIPELINES_LIVE_ON_A_CLUSTER = "search pipelines live on an OpenSearch cluster"
+
+
 @cli.group("pipeline")
 def pipeline_group() -> None:
     """OpenSearch search pipelines that fuse as hybrid does, for callers in any language (needs neural-search)."""
-
-
-def opensearch_only(backend: Backend) -> Any:
-    from .backends.opensearch import OpenSearchBackend
-
-    if not isinstance(backend, OpenSearchBackend):
-        raise click.UsageError("search pipelines live on an OpenSearch cluster: add --opensearch URL")
-    return backend
 
 
 @pipeline_group.command("create")
@@ -587,9 +592,9 @@ def pipeline_create(backend: Backend, name: str, index: str, settings_path: str 
     from .server_fusion import create_pipeline, example_request
 
     settings = SearchSettings.load(settings_path) if settings_path else SearchSettings()
-    body = create_pipeline(opensearch_only(backend), name, settings)
-    click.echo(json.dumps(body, indent=2))
-    click.echo(example_request(backend, index, name, settings))  # type: ignore[arg-type]
+    cluster = opensearch_only(backend, PIPELINES_LIVE_ON_A_CLUSTER)
+    click.echo(json.dumps(create_pipeline(cluster, name, settings), indent=2))
+    click.echo(example_request(cluster, index, name, settings))
 
 
 @pipeline_group.command("show")
@@ -600,12 +605,13 @@ def pipeline_show(backend: Backend, name: str, index: str | None) -> None:
     """Print the search pipeline NAME (and the request for --index)."""
     from .server_fusion import MARK, example_request, show_pipeline
 
-    body = show_pipeline(opensearch_only(backend), name)
+    cluster = opensearch_only(backend, PIPELINES_LIVE_ON_A_CLUSTER)
+    body = show_pipeline(cluster, name)
     click.echo(json.dumps(body, indent=2))
     description = str(body.get("description", ""))
     if index and description.startswith(MARK):
         settings = SearchSettings(**json.loads(description.removeprefix(MARK)))
-        click.echo(example_request(backend, index, name, settings))  # type: ignore[arg-type]
+        click.echo(example_request(cluster, index, name, settings))
 
 
 @pipeline_group.command("delete")
@@ -615,7 +621,7 @@ def pipeline_delete(backend: Backend, name: str) -> None:
     """Delete the search pipeline NAME (only one that hybrid wrote)."""
     from .server_fusion import delete_pipeline
 
-    delete_pipeline(opensearch_only(backend), name)
+    delete_pipeline(opensearch_only(backend, PIPELINES_LIVE_ON_A_CLUSTER), name)
     console.print(f"deleted search pipeline {name}")
 
 

@@ -62,6 +62,11 @@ def test_pipelines_say_what_fuses_and_refuse_what_this_version_cannot():
             check_pipeline_name(name)
 
 
+def test_pipelines_need_a_cluster(tmp_path):
+    result = CliRunner().invoke(cli, ["pipeline", "show", "hybrid-rrf", "--data-dir", str(tmp_path)])
+    assert result.exit_code == 2 and "search pipelines live on an OpenSearch cluster: add --opensearch" in result.output
+
+
 def test_a_node_without_neural_search_is_told_so(opensearch):
     assert neural_search(opensearch).version is None
     with pytest.raises(HybridError, match="no neural-search plugin"):
