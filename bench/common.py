@@ -6,6 +6,7 @@ import json
 import re
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -69,17 +70,23 @@ def percentiles(samples: list[float]) -> dict[str, float]:
 
 def latency(searcher: Searcher, queries: list[str]) -> dict[str, dict[str, float]]:
     """p50/p95 of ``searcher.search(query, k=10, mode=...)`` per mode: legs, fusion and the page's fields."""
-    results = {}
-    for mode in MODES:
-        for query in queries[:10]:
-            searcher.search(query, mode=mode)  # warm caches
-        samples = []
+    return take_turns({mode: lambda query, mode=mode: searcher.search(query, k=10, mode=mode) for mode in MODES},
+                      queries)
+
+
+def take_turns(ways: dict[str, Callable[[str], object]], queries: list[str]) -> dict[str, dict[str, float]]:
+    """p50/p95 of each way of answering a query. The ways take turns query by query, so that a change in
+    the machine's speed (a merge after an ingest, another process) weighs on all of them alike; a first
+    round warms caches and is not counted."""
+    samples: dict[str, list[float]] = {way: [] for way in ways}
+    for round_ in range(2):
         for query in queries:
-            started = time.perf_counter()
-            searcher.search(query, k=10, mode=mode)
-            samples.append(time.perf_counter() - started)
-        results[mode] = percentiles(samples)
-    return results
+            for way, call in ways.items():
+                started = time.perf_counter()
+                call(query)
+                if round_:
+                    samples[way].append(time.perf_counter() - started)
+    return {way: percentiles(times) for way, times in samples.items()}
 
 
 def passages(data: Path, size: int) -> list[Document]:

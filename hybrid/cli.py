@@ -20,10 +20,10 @@ from .backends.base import Backend
 from .chunking import Chunking
 from .embed import DEFAULT_MODEL, PRECISIONS, Embedder, Precision
 from .errors import HybridError, IndexNotFoundError, require_extra
-from .fusion import COMBINATIONS, DEFAULT_RANK_CONSTANT, METHODS, Combination, Method
+from .fusion import COMBINATIONS, DEFAULT_RANK_CONSTANT, METHODS, Combination, LegRank, Method
 from .ingest import ingest
 from .onnx_encoder import ENCODER_KINDS, EncoderKind, document_encoder, export_encoder
-from .searcher import DEFAULT_WINDOW, MODES, Hit, Searcher, SearchSettings
+from .searcher import DEFAULT_WINDOW, FUSION_SITES, MODES, FusionSite, Hit, Searcher, SearchSettings
 
 if TYPE_CHECKING:
     from .backends.opensearch import OpenSearchBackend
@@ -238,20 +238,24 @@ def parse_filters(values: tuple[str, ...]) -> dict[str, list[str]]:
                    "harmonic mean [default: arithmetic].")
 @click.option("--rank-constant", type=click.IntRange(min=1),
               help=f"RRF rank constant (RRF only) [default: {DEFAULT_RANK_CONSTANT}].")
+@click.option("--fusion-on", type=click.Choice(FUSION_SITES), default="client", show_default=True,
+              envvar="HYBRID_FUSION_ON",
+              help="Where hybrid hits are fused: here, or by OpenSearch's own hybrid query (neural-search 2.19+; "
+                   "where the cluster cannot, here, saying why). [env: HYBRID_FUSION_ON]")
 @click.option("--json", "as_json", is_flag=True, help="Print hits as JSON.")
 @settings_option
 @query_encoder_option
 @backend_options
 def search_command(backend: Backend, query: str, index: str, k: int, mode: str, filters: tuple[str, ...],
                    offset: int, window: int | None, fusion: Method | None, combination: Combination | None,
-                   rank_constant: int | None, as_json: bool, settings_path: str | None,
+                   rank_constant: int | None, fusion_on: FusionSite, as_json: bool, settings_path: str | None,
                    query_encoder: EncoderKind | None) -> None:
     """Search an index with BM25, vectors, or both fused (RRF by default)."""
     searcher = Searcher(index, backend, settings=SearchSettings.load(settings_path) if settings_path else None,
-                        query_encoder=query_encoder)
+                        query_encoder=query_encoder, fusion_on=fusion_on)
     hits = searcher.search(query, k=k, mode=mode, filters=parse_filters(filters),  # type: ignore[arg-type]
                            offset=offset, window=window, rank_constant=rank_constant, fusion=fusion,
-                           combination=combination)
+                           combination=combination, explain=True)  # a person reading hits wants the why
     if as_json:
         click.echo(json.dumps([hit.to_dict() for hit in hits], ensure_ascii=False, indent=2))
     else:
@@ -267,10 +271,17 @@ def hits_table(hits: list[Hit], offset: int, text_fields: tuple[str, ...]) -> Ta
     table.add_column("vector", justify="right", no_wrap=True)
     table.add_column("text", no_wrap=True, overflow="ellipsis", ratio=1)
     for position, hit in enumerate(hits, start=offset + 1):
-        legs = [f"#{leg.rank} {leg.score:.3f}" if leg else "-" for leg in (hit.bm25, hit.vector)]
+        legs = [leg_cell(leg, hit.explained) for leg in (hit.bm25, hit.vector)]
         text = " | ".join(str(hit.source[name]) for name in text_fields if hit.source.get(name))
         table.add_row(str(position), hit.id, f"{hit.score:.4f}", *legs, " ".join(text.split()))
     return table
+
+
+def leg_cell(leg: LegRank | None, explained: bool) -> str:
+    """``#rank score``; ``-`` where the leg missed the document, ``?`` where the server did not say."""
+    if leg is None:
+        return "-" if explained else "?"
+    return f"#{leg.rank if leg.rank is not None else '?'} {leg.score:.3f}"
 
 
 def beir_inputs(beir: str | None, index: str | None, queries: str | None, qrels: str | None, split: str,

@@ -13,9 +13,11 @@ Where this differs from OpenSearch (2.19 / 3.x source), and why:
 
 - A leg that did not return a document counts as ``MIN_SCORE`` (0.001, the floor OpenSearch gives its own
   lowest hits) in the mean, so a document found by one leg only ranks below one found by both at the same
-  score. OpenSearch leaves the missing leg out of the mean, which ranks a document that one leg placed
-  first level with one that both legs placed first (Elasticsearch's ``linear`` retriever and Haystack's
-  joiner count it as 0, as here).
+  score. OpenSearch's source leaves a missing leg out of the mean (a ``-1`` fill and a ``score >= 0``
+  check), which would rank a document that one leg placed first level with one that both legs placed
+  first; measured through its explanation, neural-search 2.19.1 counts it as 0 in the arithmetic mean,
+  which differs from 0.001 only where scores are within ``weight * 0.001`` (Elasticsearch's ``linear``
+  retriever and Haystack's joiner count it as 0 too).
 - ``l2`` is floored at ``MIN_SCORE`` too: an inner product below zero (the vector leg's raw score) would
   otherwise be negative, which OpenSearch's means leave out, ranking such a document as if that leg
   liked it. (OpenSearch normalises the k-NN score ``1 + ip`` instead of ``ip``; for ``l2`` alone, of the
@@ -48,9 +50,11 @@ MIN_SCORE = 0.001
 @dataclass(frozen=True)
 class LegRank:
     """Where one leg placed a document: its 1-based rank, that leg's raw score, and the value fusion
-    combined for it (``1 / (rank_constant + rank)`` for RRF, the normalised score otherwise)."""
+    combined for it (``1 / (rank_constant + rank)`` for RRF, the normalised score otherwise). ``rank`` is
+    None only where OpenSearch fused on the server with a score normalisation: its explanation gives
+    the scores, not the rank."""
 
-    rank: int
+    rank: int | None
     score: float
     normalized: float
 

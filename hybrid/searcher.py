@@ -7,7 +7,9 @@ returns typed hits that say how each leg ranked and scored every document.
 from __future__ import annotations
 
 import json
+import logging
 import math
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -25,22 +27,29 @@ from .onnx_encoder import EncoderKind, query_encoder_for
 
 if TYPE_CHECKING:
     from .backends.opensearch import Connection
+    from .server_fusion import ServerFusion
 
 Mode = Literal["hybrid", "bm25", "vector"]
 MODES: tuple[Mode, ...] = ("hybrid", "bm25", "vector")
+FusionSite = Literal["client", "server"]
+FUSION_SITES: tuple[FusionSite, ...] = ("client", "server")
 DEFAULT_WINDOW = 100
+log = logging.getLogger("hybrid")
 
 
 @dataclass(frozen=True)
 class Hit:
     """One search result. ``score`` is the fused score in hybrid mode and the leg's own score otherwise;
-    each leg's rank, raw score and the value fusion combined are in ``bm25`` and ``vector``."""
+    each leg's rank, raw score and the value fusion combined are in ``bm25`` and ``vector`` (None: that
+    leg did not retrieve the document). ``explained`` is False where OpenSearch fused on the server and
+    was not asked to explain (``search(explain=True)``) or could not: the legs are then unknown, not missed."""
 
     id: str
     score: float
     bm25: LegRank | None
     vector: LegRank | None
     source: dict[str, Any]
+    explained: bool = True
 
     def to_dict(self) -> dict[str, Any]:
         def leg(rank: LegRank | None) -> dict[str, Any]:
@@ -48,7 +57,7 @@ class Hit:
                 {"rank": None, "score": None, "normalized": None}
 
         return {"id": self.id, "score": self.score, "bm25": leg(self.bm25), "vector": leg(self.vector),
-                "source": self.source}
+                "explained": self.explained, "source": self.source}
 
 
 @dataclass(frozen=True)
@@ -132,6 +141,7 @@ class Searcher:
         settings: SearchSettings | None = None,
         snapshot_ttl_s: float | None = None,
         query_encoder: EncoderKind | None = None,
+        fusion_on: FusionSite = "client",
     ) -> None:
         """Search ``index`` on ``backend``; or on a cluster at ``opensearch`` (URL or Connection);
         or else in the local folder ``data_dir`` (default: $HYBRID_DATA_DIR or ~/.hybrid/indexes).
@@ -141,8 +151,12 @@ class Searcher:
         the model's ONNX export, which needs neither torch nor sentence-transformers).
         ``snapshot_ttl_s``: how long a query may still be answered from the version that served
         before a switch (default: the backend's; 0 locally, 10 s on OpenSearch, where looking up the
-        serving version costs a round trip)."""
+        serving version costs a round trip).
+        ``fusion_on="server"``: hybrid searches are fused by OpenSearch's own ``hybrid`` query (neural-search
+        2.19+) with the same settings; where the cluster cannot, they fuse here, and the log says why, once."""
         check_index_name(index)
+        if fusion_on not in FUSION_SITES:
+            raise ValueError(f"fusion_on must be one of {', '.join(FUSION_SITES)}, got {fusion_on!r}")
         self.index = index
         self.backend = backend or open_backend(data_dir, opensearch)
         self.settings = settings or SearchSettings()
@@ -151,6 +165,10 @@ class Searcher:
         self._encoder_kind = query_encoder
         self._snapshot = self.backend.snapshot(index)
         self._taken_at = time.monotonic()
+        self.fusion_on = fusion_on
+        self._server: ServerFusion | None = None
+        self._said: set[str] = set()
+        self._saying = threading.Lock()
 
     @property
     def meta(self) -> IndexMeta:
@@ -176,7 +194,12 @@ class Searcher:
             self._snapshot, self._taken_at = self.backend.snapshot(self.index), time.monotonic()
         return self._snapshot
 
-    def _check_depth(self, depth: int) -> None:
+    def _check(self, queries: Sequence[str], mode: Mode, depth: int) -> None:
+        """Refuse what no backend should be asked, wherever the search goes."""
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+        if any(not query.strip() for query in queries):
+            raise ValueError("the query is empty")
         if depth < 1:
             raise ValueError(f"window must be at least 1, got {depth}")
         limit = self.backend.max_depth
@@ -199,11 +222,7 @@ class Searcher:
     def _legs(self, snapshot: Snapshot, queries: Sequence[str], mode: Mode, depth: int, filters: Filters | None,
               progress: bool = False) -> list[dict[str, list[LegHit]]]:
         """Every query's legs from ``snapshot``'s version, with query vectors from that version's model."""
-        if mode not in MODES:
-            raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
-        if any(not query.strip() for query in queries):
-            raise ValueError("the query is empty")
-        self._check_depth(depth)
+        self._check(queries, mode, depth)
         vectors = self._embedder(snapshot).encode(list(queries)) if mode != "bm25" else [None] * len(queries)
         pairs = zip(queries, vectors)
         if progress:  # a disabled bar still costs more than a whole local query
@@ -225,8 +244,11 @@ class Searcher:
         offset: int = 0,
         fusion: Method | None = None,
         combination: Combination | None = None,
+        explain: bool = False,
     ) -> list[Hit]:
         """The hits ranked ``offset+1 .. offset+k``; unset fusion arguments come from ``settings``.
+        Client-side fusion always knows each leg's part; fused on the server, hits carry it only with
+        ``explain`` (OpenSearch then explains every hit, which took 10-30 times as long as the search here).
 
         Each leg retrieves its best ``candidate_depth(window, offset + k)`` documents (after
         ``filters``), so a page is full while either leg has documents left. ``k`` must be at least 1
@@ -241,12 +263,17 @@ class Searcher:
                                      weights=weights, window=window)
         depth = candidate_depth(settings.window, offset + k)
         try:
-            return self._search(self._current(), query, k, mode, filters, settings, depth, offset)
+            return self._search(self._current(), query, k, mode, filters, settings, depth, offset, explain)
         except VersionGoneError:  # a write replaced the pinned version: answer from the serving one
-            return self._search(self._current(refresh=True), query, k, mode, filters, settings, depth, offset)
+            return self._search(self._current(refresh=True), query, k, mode, filters, settings, depth, offset,
+                                explain)
 
     def _search(self, snapshot: Snapshot, query: str, k: int, mode: Mode, filters: Filters | None,
-                settings: SearchSettings, depth: int, offset: int) -> list[Hit]:
+                settings: SearchSettings, depth: int, offset: int, explain: bool) -> list[Hit]:
+        if mode == "hybrid" and self.fusion_on == "server":
+            fused = self._fused_on_server(snapshot, query, slice(offset, offset + k), filters, settings, depth, explain)
+            if fused is not None:
+                return fused
         legs = self._legs(snapshot, [query], mode, depth, filters)[0]
         page = settings.fuse(legs, depth)[offset : offset + k]
         sources = self.backend.sources(snapshot.version, [item.id for item in page])
@@ -260,3 +287,34 @@ class Searcher:
             )
             for item in page
         ]
+
+    def _fused_on_server(self, snapshot: Snapshot, query: str, page: slice, filters: Filters | None,
+                         settings: SearchSettings, depth: int, explain: bool) -> list[Hit] | None:
+        """The page fused by the cluster, or None where it cannot fuse this search (saying why, once)."""
+        if not self.backend.has_server:
+            self._say_once(f"the embedded index at {self.backend.location} has no server to fuse on: fusing "
+                           "client-side")
+            return None
+        from .server_fusion import CannotFuseHere, ServerFusion  # never imported for an embedded index
+
+        if self._server is None:
+            self._server = ServerFusion(self.backend)  # type: ignore[arg-type]
+        self._check([query], "hybrid", depth)
+        try:
+            pipeline = self._server.pipeline(settings, snapshot.version)
+        except CannotFuseHere as why:
+            self._say_once(f"{why}: fusing client-side")
+            return None
+        vector = self._embedder(snapshot).encode([query])[0]
+        hits, note = self._server.search(snapshot.version, pipeline, query, vector, page, depth, settings,
+                                         bool(snapshot.meta.chunking), filters, explain)
+        if note:
+            self._say_once(note)
+        return hits
+
+    def _say_once(self, message: str) -> None:
+        with self._saying:
+            if message in self._said:
+                return
+            self._said.add(message)
+        log.warning(message)

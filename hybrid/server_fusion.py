@@ -7,22 +7,40 @@ ml-commons and job-scheduler). Features by neural-search version, from its relea
 ``hybrid`` query and ``normalization-processor`` (min_max, l2; arithmetic, geometric, harmonic
 mean with weights) 2.10; RRF (``score-ranker-processor``), ``pagination_depth`` and the
 ``hybrid_score_explanation`` response processor 2.19; z_score and a filter on the hybrid query 3.0;
-weights in RRF 3.1.
+weights in RRF 3.1; an explanation that is right for an index with a nested field (a chunked one) 3.8
+(neural-search #1876: before it, all sub-queries collapse into one block).
+
+``Searcher(fusion_on="server")`` fuses through ``ServerFusion`` where the cluster can, with the same
+settings, filters and candidate depth as client-side fusion, and ties ordered by id as client-side RRF
+orders them; only for a one-shard index (the default), since the ``hybrid`` query takes each shard's
+candidates and BM25 statistics apart.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import time
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from .backends.base import Filters, LegQuery
-from .backends.opensearch import STORED_ONLY, TEXT_FIELD, OpenSearchBackend, filter_clauses, knn_query
+from .backends.opensearch import (
+    ID_FIELD,
+    IDS_ONLY,
+    MAX_RESULT_WINDOW,
+    STORED_ONLY,
+    TEXT_FIELD,
+    OpenSearchBackend,
+    filter_clauses,
+    inner_product,
+    knn_query,
+)
 from .errors import HybridError
-from .searcher import SearchSettings
+from .fusion import LegRank
+from .searcher import Hit, SearchSettings
 
 FEATURES = {
     "hybrid query": (2, 10),
@@ -31,6 +49,7 @@ FEATURES = {
     "explanation": (2, 19),
     "z_score": (3, 0),
     "rrf weights": (3, 1),
+    "explanation of nested": (3, 8),
 }
 """The neural-search version each feature arrived in."""
 PLUGIN = "opensearch-neural-search"
@@ -40,6 +59,10 @@ MARK = "hybrid:"
 PIPELINE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,254}")
 LEG_ORDER = ("bm25", "vector")
 """The order of the hybrid query's sub-queries, and so of a pipeline's weights."""
+TIE_MARGIN = 10
+"""Hits asked beyond a page, so that ties at its end can be ordered by id as client-side fusion orders them."""
+PROBE_TTL_S = 300.0
+"""How long a searcher trusts what it found out about the cluster's plugins."""
 
 
 @dataclass(frozen=True)
@@ -69,6 +92,131 @@ def probe(plugins: list[dict[str, str]], node_names: set[str]) -> NeuralSearch:
     if not versions or holders != node_names or len(versions) > 1:
         return NeuralSearch(None)
     return NeuralSearch(tuple(int(part) for part in next(iter(versions)).split(".") if part.isdigit()))
+
+
+class CannotFuseHere(HybridError):
+    """This search cannot fuse on the server (the message says why); it fuses client-side instead."""
+
+
+class ServerFusion:
+    """Searches fused by one cluster's ``hybrid`` query. What its neural-search can do and each version's
+    shard count are asked once, and the plugins again after ``PROBE_TTL_S`` (a rolling upgrade may add
+    or remove them). Safe to share between threads: a race only asks twice.
+
+    Scores are OpenSearch's: for RRF with weights, the client-side score divided by the weights' sum
+    (OpenSearch wants weights that add up to 1; the order is the same)."""
+
+    def __init__(self, backend: OpenSearchBackend) -> None:
+        self.backend = backend
+        self._probed: tuple[float, NeuralSearch | CannotFuseHere] | None = None
+        self._shards: dict[str, int] = {}
+
+    def neural(self) -> NeuralSearch:
+        """The cluster's neural-search; CannotFuseHere where the cluster would not say (a user without
+        ``cluster:monitor`` rights: that answer is kept too, so such a user is not asked every query)."""
+        if self._probed is None or time.monotonic() - self._probed[0] >= PROBE_TTL_S:
+            try:
+                found: NeuralSearch | CannotFuseHere = neural_search(self.backend)
+            except HybridError as error:
+                found = CannotFuseHere(f"could not ask which plugins the cluster has ({error})")
+            self._probed = (time.monotonic(), found)
+        if isinstance(self._probed[1], CannotFuseHere):
+            raise self._probed[1]
+        return self._probed[1]
+
+    def pipeline(self, settings: SearchSettings, version: str) -> dict[str, Any]:
+        """The request-scoped pipeline that fuses ``version``'s hits as ``settings`` do, or CannotFuseHere."""
+        neural = self.neural()
+        if not neural.supports("explanation"):  # RRF, pagination_depth and the explanation: all 2.19
+            raise CannotFuseHere(f"OpenSearch at {self.backend.location} has {neural}; fusing there needs "
+                                 "neural-search 2.19 or later")
+        if version not in self._shards:
+            self._shards[version] = self.backend.layout(version).shards
+        if self._shards[version] > 1:
+            raise CannotFuseHere(f"{version} has {self._shards[version]} shards, and OpenSearch's hybrid query takes "
+                                 "each shard's candidates and BM25 statistics apart, where hybrid ranks the index "
+                                 "as one")
+        try:
+            body = pipeline_body(settings, neural)
+        except HybridError as error:
+            raise CannotFuseHere(str(error)) from None
+        return {key: value for key, value in body.items() if key != "description"}
+
+    def search(self, version: str, pipeline: dict[str, Any], text: str, vector: np.ndarray, page: slice, depth: int,
+               settings: SearchSettings, windows: bool, filters: Filters | None,
+               explain: bool) -> tuple[list[Hit], str | None]:
+        """The fused hits at ``page`` from one ``hybrid`` query through the request-scoped ``pipeline``
+        (nothing is written to the cluster), each leg retrieving ``depth`` candidates; with each leg's
+        part where ``explain`` and OpenSearch can tell it, else a note saying why not.
+
+        OpenSearch orders equal scores by its internal document number, which differs between replicas;
+        hybrid orders them by id. So it asks ``TIE_MARGIN`` hits more than the page, sorts them by (score,
+        id), and asks for all candidates where the page's last score continues past what came back."""
+        body = {**hybrid_query(text, vector.tolist(), 0, settings.but(window=depth), windows, filters), **IDS_ONLY,
+                "search_pipeline": pipeline}
+        neural = self.neural()
+        explained = explain and explains(neural, windows)
+        most = min(2 * depth, MAX_RESULT_WINDOW)  # at most every candidate of both legs
+        asked = min(page.stop + TIE_MARGIN, most)
+        while True:
+            ranked = sorted(self.backend.fused_search(version, {**body, "size": asked}, explained),
+                            key=lambda hit: (-hit["_score"], _id(hit)))
+            if len(ranked) < asked or asked == most or ranked[-1]["_score"] < ranked[page.stop - 1]["_score"]:
+                break  # every candidate came back, or all that tie with the page's last score did
+            asked = most
+        sources = self.backend.sources(version, [_id(found) for found in ranked[page]])
+        hits = [_hit(found, sources, settings, explained) for found in ranked[page]]
+        if explain and not explained:
+            return hits, (f"OpenSearch at {self.backend.location} has {neural}, whose explanation of a fused hit is "
+                          "wrong for a chunked index (fixed in neural-search 3.8): hits carry the fused score only")
+        if explained and not all(hit.explained for hit in hits):
+            return hits, (f"OpenSearch at {self.backend.location} explained fused hits in a shape hybrid does not "
+                          "know (an alias filter or document-level security around the query?): those hits "
+                          "carry the fused score only")
+        return hits, None
+
+
+def explains(neural: NeuralSearch, windows: bool) -> bool:
+    """Whether OpenSearch's explanation of a fused hit is right for this index (see ``FEATURES``)."""
+    return neural.supports("explanation") and (not windows or neural.supports("explanation of nested"))
+
+
+def _id(found: dict[str, Any]) -> str:
+    return str(found["fields"][ID_FIELD][0])
+
+
+def _hit(found: dict[str, Any], sources: dict[str, dict[str, Any]], settings: SearchSettings, explained: bool) -> Hit:
+    legs = legs_explained(found.get("_explanation"), settings) if explained else None
+    return Hit(_id(found), float(found["_score"]), (legs or {}).get("bm25"), (legs or {}).get("vector"),
+               sources.get(_id(found), {}), explained=legs is not None)
+
+
+def legs_explained(explanation: dict[str, Any] | None, settings: SearchSettings) -> dict[str, LegRank] | None:
+    """Each leg's part in a fused hit, from ``hybrid_score_explanation``: one detail per sub-query that
+    matches the document, in the query's order, valued 0 where the document was not among that leg's
+    candidates (BM25 matches a document it ranked below the window). The BM25 detail is the one whose
+    Lucene explanation scores the text field. RRF's value is ``1 / (rank_constant + rank)``, so it gives
+    the rank; a normalised score does not. None where the explanation has another shape (a query
+    wrapped by an alias filter or document-level security collapses the sub-queries into one block)."""
+    details = (explanation or {}).get("details")
+    if not details or len(details) > len(LEG_ORDER):
+        return None
+    legs: dict[str, LegRank] = {}
+    seen = set()
+    for detail in details:
+        inner = detail.get("details") or []
+        if len(inner) != 1 or not str(detail.get("description", "")).endswith("normalization of:") \
+                or inner[0].get("description") == "combined score of:":
+            return None
+        leg = "bm25" if f"{TEXT_FIELD}:" in json.dumps(inner) else "vector"
+        if leg in seen:
+            return None
+        seen.add(leg)
+        normalized, raw = float(detail["value"]), float(inner[0]["value"])
+        if normalized > 0:
+            rank = round(1 / normalized - settings.rank_constant) if settings.fusion == "rrf" else None
+            legs[leg] = LegRank(rank, raw if leg == "bm25" else inner_product(raw), normalized)
+    return legs
 
 
 def pipeline_body(settings: SearchSettings, neural: NeuralSearch) -> dict[str, Any]:

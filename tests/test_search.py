@@ -36,7 +36,7 @@ def test_hybrid_hits_explain_each_leg(searcher):
     assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
     assert "title" in top.source and "text" in top.source
     as_dict = top.to_dict()
-    assert set(as_dict) == {"id", "score", "bm25", "vector", "source"}
+    assert set(as_dict) == {"id", "score", "bm25", "vector", "explained", "source"} and as_dict["explained"]
     assert as_dict["bm25"] == {"rank": top.bm25.rank, "score": top.bm25.score, "normalized": 1 / (60 + top.bm25.rank)}
 
 

@@ -4,6 +4,7 @@ client-side fusion on a node with neural-search (``HYBRID_TEST_NEURAL``, started
 from __future__ import annotations
 
 import json
+import logging
 import os
 
 import pytest
@@ -14,13 +15,16 @@ from hybrid.backends.opensearch import Connection, OpenSearchBackend
 from hybrid.cli import cli
 from hybrid.errors import HybridError
 from hybrid.evaluate import load_queries
+from hybrid.fusion import LegRank
 from hybrid.searcher import Searcher, SearchSettings
 from hybrid.server_fusion import (
     NeuralSearch,
     check_pipeline_name,
     create_pipeline,
     delete_pipeline,
+    explains,
     hybrid_query,
+    legs_explained,
     neural_search,
     pipeline_body,
     probe,
@@ -60,6 +64,12 @@ def test_pipelines_say_what_fuses_and_refuse_what_this_version_cannot():
     for name in ("*", "a,b", "x/../y", "", "_all"):
         with pytest.raises(HybridError, match="invalid pipeline name"):
             check_pipeline_name(name)
+
+
+def test_the_explanation_is_trusted_only_where_opensearch_gets_it_right():
+    assert explains(V2_19, windows=False) and not explains(V2_19, windows=True)  # neural-search #1876
+    assert explains(NeuralSearch((3, 8, 0, 0)), windows=True)
+    assert not explains(NeuralSearch((2, 18, 0, 0)), windows=False) and not explains(NeuralSearch(None), False)
 
 
 def test_pipelines_need_a_cluster(tmp_path):
@@ -139,3 +149,98 @@ def test_the_server_fuses_as_hybrid_does(neural, neural_cranfield, cranfield, em
             [i for i, _ in server] == [i for i, _ in client]
     delete_pipeline(neural, "hybrid-parity")
     assert same / len(queries) >= share, json.dumps({"same": same, "queries": len(queries)})
+
+
+def warnings_of(caplog) -> list[str]:
+    return [record.getMessage() for record in caplog.records if record.levelno == logging.WARNING]
+
+
+def fused_on_server_falls_back(backend, index, settings, embedder, caplog) -> str:
+    """Search on ``backend`` asking to fuse on the server: the hits client-side fusion gives, and the one
+    thing said about it (three searches, said once)."""
+    here = Searcher(index, backend, embedder=embedder, settings=settings)
+    there = Searcher(index, backend, embedder=embedder, settings=settings, fusion_on="server")
+    caplog.set_level(logging.WARNING, logger="hybrid")
+    for query in ("boundary layer", "shock waves", "heat transfer"):
+        assert there.search(query, explain=True) == here.search(query)
+    [said] = warnings_of(caplog)
+    assert said.endswith(": fusing client-side")
+    return said
+
+
+def test_an_embedded_index_fuses_here_saying_so_once(local_cranfield, embedder, caplog):
+    assert "has no server to fuse on" in fused_on_server_falls_back(local_cranfield, "cranfield", SearchSettings(),
+                                                                     embedder, caplog)
+
+
+def test_a_node_without_neural_search_fuses_here_saying_so_once(opensearch_cranfield, embedder, caplog):
+    said = fused_on_server_falls_back(opensearch_cranfield, "cranfield", SearchSettings(), embedder, caplog)
+    assert "no neural-search plugin" in said
+
+
+def test_what_the_server_cannot_express_fuses_here_saying_so_once(neural, neural_cranfield, embedder, caplog):
+    said = fused_on_server_falls_back(neural, neural_cranfield, SearchSettings(fusion="z_score"), embedder, caplog)
+    assert "z_score on the server needs neural-search 3.0" in said
+
+
+def test_an_index_of_several_shards_fuses_here_saying_so_once(neural, local_cranfield, embedder, caplog):
+    """OpenSearch's hybrid query takes pagination_depth, k and BM25 statistics per shard."""
+    sharded = OpenSearchBackend(Connection(neural.connection.url, shards=2, replicas=0))
+    if sharded.exists("cranfield-2-shards"):
+        sharded.delete("cranfield-2-shards")
+    copy_index(local_cranfield, "cranfield", sharded, "cranfield-2-shards")
+    said = fused_on_server_falls_back(sharded, "cranfield-2-shards", SearchSettings(), embedder, caplog)
+    assert "has 2 shards" in said
+    sharded.delete("cranfield-2-shards")
+
+
+def test_an_explanation_of_another_shape_is_not_read_as_legs():
+    """neural-search before 3.8 collapses the sub-queries into one block when something wraps the hybrid
+    query (a nested field, an alias filter, document-level security): that block is not the BM25 leg."""
+    def detail(value, raw, description):
+        return {"value": value, "description": "rrf, rank_constant [60] normalization of:",
+                "details": [{"value": raw, "description": description, "details": []}]}
+
+    bm25 = detail(1 / 62, 21.3, "weight(hybrid_text:law in 99) [PerFieldSimilarity], result of:")
+    vector = detail(1 / 61, 1.72, "within top 100")
+    both = {"value": 0.03, "description": "rrf combination of:", "details": [bm25, vector]}
+    vector_leg = LegRank(1, pytest.approx(0.72), 1 / 61)
+    assert legs_explained(both, SearchSettings()) == {"bm25": LegRank(2, 21.3, 1 / 62), "vector": vector_leg}
+    assert legs_explained({"details": [vector]}, SearchSettings()) == {"vector": vector_leg}
+    collapsed = {"value": 0.016, "description": "rrf combination of:",
+                 "details": [detail(0.016, 21.3, "combined score of:")]}
+    for odd in (collapsed, {"details": [bm25, bm25]}, {"details": []}, {}, None):
+        assert legs_explained(odd, SearchSettings()) is None
+
+
+def test_searches_fuse_on_the_server_as_they_would_here(neural, neural_cranfield, cranfield, embedder, caplog):
+    """Searcher(fusion_on="server") against client-side fusion, RRF: the same hits in the same order
+    (ties ordered by id on both sides), and from OpenSearch's explanation the same rank and raw score
+    of each leg; the same with filters and on a later page; nothing said, since nothing fell back."""
+    here = Searcher(neural_cranfield, neural, embedder=embedder)
+    there = Searcher(neural_cranfield, neural, embedder=embedder, fusion_on="server")
+    caplog.set_level(logging.WARNING, logger="hybrid")
+    queries = list(load_queries(cranfield / "queries.jsonl").values())[:30]
+
+    def legs(hit):
+        return [(leg.rank, round(leg.score, 3)) if leg else None for leg in (hit.bm25, hit.vector)]
+
+    for query in queries:
+        client, server = here.search(query, k=10), there.search(query, k=10, explain=True)
+        assert [hit.id for hit in server] == [hit.id for hit in client], query
+        assert [legs(hit) for hit in server] == [legs(hit) for hit in client], query
+        assert [hit.score for hit in server] == pytest.approx([hit.score for hit in client], rel=1e-5)
+        assert all(hit.explained and hit.source.get("title") for hit in server)
+    author = here.search("boundary layer", k=1, mode="bm25")[0].source["metadata"]["author"]
+    for call in ({"k": 5, "offset": 7}, {"k": 10, "filters": {"metadata.author": author}}):
+        assert [h.id for h in there.search("boundary layer", **call)] == [h.id for h in here.search("boundary layer",
+                                                                                                   **call)]
+    assert there.search("boundary layer", k=10, offset=9990) == [] == here.search("boundary layer", offset=9990)
+    unexplained = there.search(queries[0], k=3)
+    assert not any(hit.explained or hit.bm25 or hit.vector for hit in unexplained)
+    assert warnings_of(caplog) == []
+    shown = CliRunner().invoke(cli, ["search", queries[0], "--index", neural_cranfield, "--fusion-on", "server",
+                                     "--opensearch", neural.connection.url, "--json"])
+    assert shown.exit_code == 0, shown.output
+    assert [hit["bm25"]["rank"] for hit in json.loads(shown.output)] == [hit.bm25.rank if hit.bm25 else None
+                                                                         for hit in here.search(queries[0])]

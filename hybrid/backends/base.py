@@ -200,6 +200,8 @@ class Backend(Protocol):
     """How long a searcher may keep using a snapshot before taking a new one."""
     max_depth: int | None
     """The most hits one leg can return (None: no limit)."""
+    has_server: bool
+    """Whether a search engine answers (it may then fuse on its side: ``server_fusion``)."""
 
     def names(self) -> list[str]: ...
 
