@@ -8,6 +8,7 @@ import statistics
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -15,6 +16,9 @@ from hybrid.documents import Document
 from hybrid.embed import Encoder, Precision
 from hybrid.searcher import MODES, Searcher
 from hybrid.sources import read_documents
+
+if TYPE_CHECKING:
+    from hybrid.backends.opensearch import OpenSearchBackend
 
 
 class Lookup:
@@ -87,6 +91,16 @@ def take_turns(ways: dict[str, Callable[[str], object]], queries: list[str]) -> 
                 if round_:
                     samples[way].append(time.perf_counter() - started)
     return {way: percentiles(times) for way, times in samples.items()}
+
+
+def merge_to_one_segment(node: OpenSearchBackend, index: str) -> int:
+    """Force-merge ``index`` (as an operator does after a bulk load): no merge running in the background
+    changes the HNSW graphs between two requests. Returns how many segments it had before."""
+    before = node.client.indices.segments(index=index)["indices"]
+    segments = sum(len(copy["segments"]) for found in before.values() for shard in found["shards"].values()
+                   for copy in shard if copy["routing"]["primary"])
+    node.client.indices.forcemerge(index=index, params={"max_num_segments": 1}, request_timeout=1800)
+    return segments
 
 
 def passages(data: Path, size: int) -> list[Document]:

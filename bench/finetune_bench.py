@@ -8,7 +8,7 @@ Three runs; the test judgments are used for the final figures and nothing else.
   give them), each paired with its top hybrid hit; the other 20 % of the train judgments judge it.
 
     python bench/finetune_bench.py [--runs labelled,corpus,query-log] [--epochs 2] [--corpus-steps 30]
-                                   [--chunk 200/100] [--settings tuned.json]
+                                   [--chunk 200/100] [--settings tuned.json] [--rescore]
 
 Prints vector-only and hybrid nDCG@10 / Recall@100 on SciFact test, base vs fine-tuned, and the time
 each fine-tune took (target: under 30 minutes on 2 cores for the labelled run).
@@ -42,6 +42,23 @@ def test_figures(work_dir: Path, index: str, model: str, queries: dict, qrels: d
     return evaluate_modes(searcher, queries, qrels, modes=("vector", "hybrid"), metrics=METRICS, progress=False)[0]
 
 
+def rescore(model: Path, work_dir: Path, before: str, after: str, queries: dict, test: dict,
+            settings: SearchSettings | None) -> dict:
+    """A kept fine-tune's before/after figures under ``settings`` (e.g. after a change to fusion), without
+    training again: test judgments, and the dev share it held out where it wrote one."""
+    report = json.loads((model / "hybrid-finetune.json").read_text())
+    if (built := LocalBackend(work_dir / "indexes").meta(after).model) != report["model"]:
+        raise SystemExit(f"{after} holds {built}'s vectors, not {report['model']}'s: the last fine-tune run replaced "
+                         "it; --rescore one run, the last one trained with this --chunk")
+    splits = {"test": test}
+    if (model / "dev-qrels.tsv").exists():
+        splits["dev"] = load_qrels(model / "dev-qrels.tsv")
+    return {"fusion": (settings or SearchSettings()).to_dict()} | {
+        f"{split}_{when}": test_figures(work_dir, index, name, queries, qrels, settings)
+        for split, qrels in splits.items()
+        for when, index, name in (("before", before, report["base_model"]), ("after", after, report["model"]))}
+
+
 def write_dev_qrels(documents, queries: dict, train: dict, path: Path) -> None:
     """The train judgments of the queries a labelled fine-tune held out as its dev share (never trained on)."""
     pairs = labelled_pairs(queries, train, {d.id: d for d in documents})
@@ -61,6 +78,8 @@ def main() -> None:
     parser.add_argument("--runs", default="labelled,corpus,query-log")
     parser.add_argument("--chunk", default="off", help="TOKENS/STRIDE: embed long documents as windows")
     parser.add_argument("--settings", type=Path, help="fusion settings (chosen on train, e.g. by hybrid tune)")
+    parser.add_argument("--rescore", action="store_true",
+                        help="train nothing: score the runs' kept models and work indexes with --settings")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "finetune.json")
     args = parser.parse_args()
     folder = args.data / "scifact"
@@ -82,6 +101,13 @@ def main() -> None:
     work = args.models / "work"  # the base model's index of the corpus is kept and reused between runs
     settings = SearchSettings.load(args.settings) if args.settings else None
     before, after = work_indexes(chunking_setting(args.chunk, None))
+    if args.rescore:
+        results = {name: rescore(args.models / f"scifact-{name}", work, before, after, queries, test, settings)
+                   for name in args.runs.split(",")}
+        text = json.dumps(results, indent=2)
+        print(text)
+        args.out.with_name(f"{args.out.stem}-rescored-{'-'.join(results)}.json").write_text(text)
+        return
     for name in args.runs.split(","):
         options = runs[name]
         report = finetune(documents, args.models / f"scifact-{name}", work_dir=work, chunking=args.chunk,

@@ -43,13 +43,14 @@ def encoder(model: str = "all-MiniLM-L6-v2") -> CachedEncoder:
 
 
 def build(backend: Backend, collection: str, chunking: str, cached: CachedEncoder, name: str) -> dict:
-    """Ingest ``collection`` (if not already there) and say what it cost."""
-    started = time.perf_counter()
-    before = len(cached.known)
+    """Ingest ``collection`` (if not already there) and say what it cost; an index kept from an earlier
+    run says its size only (``main`` keeps that run's ingest figures)."""
+    cost: dict[str, float] = {}
     if not backend.exists(name):
+        started, before = time.perf_counter(), len(cached.known)
         ingest_documents(read_documents(DATA / collection / "corpus.jsonl"), name, backend, cached,
                          chunking=chunking or "off", progress=False)
-    cost = {"ingest_seconds": round(time.perf_counter() - started, 1), "texts_encoded": len(cached.known) - before}
+        cost = {"ingest_seconds": round(time.perf_counter() - started, 1), "texts_encoded": len(cached.known) - before}
     if isinstance(backend, LocalBackend):
         loaded = backend.load(name)
         cost |= {"vectors": len(loaded.vectors), "index_mb": round(sum(
@@ -130,8 +131,14 @@ def main() -> None:
     else:
         result = fusion_section(backend, args.chunking, settings)
     stored = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
-    stored[args.section if args.section == "chunking" else f"{args.section}-{args.chunking or 'whole'}"] = result
+    key = args.section if args.section == "chunking" else f"{args.section}-{args.chunking or 'whole'}"
+    stored[key] = renewed(stored.get(key, {}), result)
     RESULTS.write_text(json.dumps(stored, indent=2))
+
+
+def renewed(previous: dict, result: dict) -> dict:
+    """``result``, keeping what an earlier run measured and this one did not (the ingest of a kept index)."""
+    return {name: {**previous.get(name, {}), **figures} for name, figures in result.items()}
 
 
 if __name__ == "__main__":

@@ -92,7 +92,7 @@ class LegRuns:
         for query_id, legs in self.legs.items():
             lists = {leg: [h for h in legs[leg][: settings.window] if not (exclude_self and h.id == query_id)]
                      for leg in MODE_LEGS[mode]}
-            run[query_id] = as_run([(hit.id, hit.score) for hit in settings.fuse(lists)[:depth]])
+            run[query_id] = as_run([(hit.id, hit.score) for hit in settings.fuse(lists, limit=depth)])
         return run
 
 

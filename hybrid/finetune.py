@@ -96,7 +96,7 @@ def _fused_ids(searcher: Searcher, queries: Sequence[str], depth: int) -> list[l
     """Each query's top ``depth`` hybrid ids, fused with the searcher's settings from legs as deep as a
     search for them would retrieve, queries encoded at once."""
     legs_depth = candidate_depth(searcher.settings.window, depth)
-    return [[hit.id for hit in searcher.settings.fuse(legs, legs_depth)][:depth]
+    return [[hit.id for hit in searcher.settings.fuse(legs, legs_depth, limit=depth)]
             for legs in searcher.retrieve_many(queries, window=legs_depth)]
 
 

@@ -11,13 +11,16 @@ is what makes the local index and OpenSearch rank alike. The methods are OpenSea
 
 Where this differs from OpenSearch (2.19 / 3.x source), and why:
 
-- A leg that did not return a document counts as ``MIN_SCORE`` (0.001, the floor OpenSearch gives its own
-  lowest hits) in the mean, so a document found by one leg only ranks below one found by both at the same
-  score. OpenSearch's source leaves a missing leg out of the mean (a ``-1`` fill and a ``score >= 0``
-  check), which would rank a document that one leg placed first level with one that both legs placed
-  first; measured through its explanation, neural-search 2.19.1 counts it as 0 in the arithmetic mean,
-  which differs from 0.001 only where scores are within ``weight * 0.001`` (Elasticsearch's ``linear``
-  retriever and Haystack's joiner count it as 0 too).
+- A leg that did not return a document counts as 0 in the arithmetic mean, as in OpenSearch (its
+  per-document score array starts at 0 — the ``-1`` fill its comment mentions is never written — and its
+  arithmetic mean keeps scores ``>= 0``; Elasticsearch's ``linear`` retriever does the same). Since every
+  normalisation floors a returned hit at ``MIN_SCORE``, a document a leg placed last still ranks above
+  one that leg did not return. The geometric and harmonic means cannot take a 0 (its logarithm and
+  inverse are undefined): OpenSearch leaves the leg out, which ranks a document one leg placed first
+  level with one both legs placed first; here a missed leg counts ``MIN_SCORE`` in them instead.
+- ``min_max`` raises every normalised score below ``MIN_SCORE`` to it; OpenSearch raises only a leg's
+  exact minimum (0), so a hit just above that minimum (say 0.0001) ranks below the minimum itself. On
+  SciFact this moved three queries' scores by up to 0.0005, never their top 10.
 - ``l2`` is floored at ``MIN_SCORE`` too: an inner product below zero (the vector leg's raw score) would
   otherwise be negative, which OpenSearch's means leave out, ranking such a document as if that leg
   liked it. (OpenSearch normalises the k-NN score ``1 + ip`` instead of ``ip``; for ``l2`` alone, of the
@@ -34,9 +37,9 @@ from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 
 Method = Literal["rrf", "min_max", "l2", "z_score"]
 Combination = Literal["arithmetic", "geometric", "harmonic"]
@@ -57,6 +60,10 @@ class LegRank:
     rank: int | None
     score: float
     normalized: float
+
+
+Place = tuple[int, float, float]
+"""A ``LegRank``'s fields, kept as a plain tuple while fusing: most candidates never make the page."""
 
 
 @dataclass(frozen=True)
@@ -93,38 +100,47 @@ class Fusion:
         if negative := {leg: w for leg, w in weights.items() if not 0 <= w < math.inf}:
             raise ValueError(f"weights must be zero or more (and finite), got {negative}")
 
-    def __call__(self, legs: Mapping[str, Sequence[tuple[str, float]]]) -> list[FusedHit]:
-        """Fuse ranked ``(id, score)`` lists, best first. Ties go to the smaller id (RRF), or to the
-        document with the better rank in either leg, then the smaller id (score fusion, whose floors make
-        ties in the tail), so pages are stable. A document listed twice by one leg keeps its first place."""
+    def __call__(self, legs: Mapping[str, Sequence[tuple[str, float]]], limit: int | None = None) -> list[FusedHit]:
+        """Fuse ranked ``(id, score)`` lists, best first; only the best ``limit`` hits where given (a page
+        needs its own: building every candidate's breakdown took most of the time). Ties go to the
+        smaller id (RRF), or to the document with the better rank in either leg, then the smaller id
+        (score fusion, whose floors make ties in the tail), so pages are stable. A document listed twice
+        by one leg keeps its first place."""
         weights = self.weights or {}
         if unknown := set(weights) - set(legs):
             raise ValueError(f"weights given for unknown legs: {sorted(unknown)}")
-        ranks: dict[str, dict[str, LegRank]] = {}
+        if limit is not None and limit < 0:
+            raise ValueError(f"limit must not be negative, got {limit}")
+        places: dict[str, dict[str, Place]] = {}
         for leg, hits in legs.items():
             unique = _first_places(hits)
             values = self._leg_values([score for _, score in unique])
             for position, ((doc_id, score), value) in enumerate(zip(unique, values), start=1):
-                ranks.setdefault(doc_id, {})[leg] = LegRank(position, score, value)
+                places.setdefault(doc_id, {})[leg] = (position, score, value)
         leg_weights = {leg: weights.get(leg, 1.0) for leg in legs}
-        fused = [FusedHit(doc_id, self._combine(by_leg, leg_weights), {leg: by_leg.get(leg) for leg in legs})
-                 for doc_id, by_leg in ranks.items()]
+        ranked: list[tuple[Any, ...]]  # (-score, id) or (-score, best rank, id): the sort order
         if self.method == "rrf":
-            fused.sort(key=lambda hit: (-hit.score, hit.id))
+            ranked = sorted((-self._combine(by_leg, leg_weights), doc_id) for doc_id, by_leg in places.items())
         else:
-            fused.sort(key=lambda hit: (-hit.score, min(r.rank for r in hit.legs.values() if r), hit.id))
-        return fused
+            ranked = sorted((-self._combine(by_leg, leg_weights), min(rank for rank, _, _ in by_leg.values()), doc_id)
+                            for doc_id, by_leg in places.items())
+        return [_fused_hit(key[-1], -key[0], places[key[-1]], legs) for key in ranked[:limit]]
 
     def _leg_values(self, scores: Sequence[float]) -> list[float]:
         if self.method == "rrf":
             return [1.0 / (self.rank_constant + rank) for rank in range(1, len(scores) + 1)]
         return normalize(scores, self.method)
 
-    def _combine(self, by_leg: Mapping[str, LegRank], weights: Mapping[str, float]) -> float:
+    def _combine(self, by_leg: Mapping[str, Place], weights: Mapping[str, float]) -> float:
         if self.method == "rrf":
-            return sum(weights[leg] / (self.rank_constant + rank.rank) for leg, rank in by_leg.items())
-        values = {leg: by_leg[leg].normalized if leg in by_leg else MIN_SCORE for leg in weights}
+            return sum(weights[leg] / (self.rank_constant + rank) for leg, (rank, _, _) in by_leg.items())
+        missed = 0.0 if self.combination == "arithmetic" else MIN_SCORE
+        values = {leg: by_leg[leg][2] if leg in by_leg else missed for leg in weights}
         return combine(values, weights, self.combination)
+
+
+def _fused_hit(doc_id: str, score: float, by_leg: Mapping[str, Place], legs: Iterable[str]) -> FusedHit:
+    return FusedHit(doc_id, score, {leg: LegRank(*by_leg[leg]) if leg in by_leg else None for leg in legs})
 
 
 def _first_places(hits: Sequence[tuple[str, float]]) -> list[tuple[str, float]]:

@@ -83,18 +83,19 @@ class SearchSettings:
             raise ValueError(f"weights must map legs to numbers, got {self.weights!r}")
         if not set(self.weights) <= set(LEGS):
             raise ValueError(f"weights name unknown legs {sorted(set(self.weights) - set(LEGS))}; legs are {LEGS}")
-        self.fuser  # noqa: B018 - validates method, combination, rank constant and weights
+        self._fusion(self.weights)  # validates method, combination, rank constant and weights
 
-    @property
-    def fuser(self) -> Fusion:
-        return Fusion(self.fusion, self.combination, self.weights, self.rank_constant)
+    def _fusion(self, weights: Mapping[str, float]) -> Fusion:
+        return Fusion(self.fusion, self.combination, weights, self.rank_constant)
 
-    def fuse(self, legs: Mapping[str, Sequence[LegHit]], depth: int | None = None) -> list[FusedHit]:
+    def fuse(self, legs: Mapping[str, Sequence[LegHit]], depth: int | None = None,
+             limit: int | None = None) -> list[FusedHit]:
         """The one step from retrieved legs to a fused list, taken by search, evaluation, tuning and
-        fine-tuning alike: each leg cut to ``depth`` (default: the window), then fused."""
+        fine-tuning alike: each leg cut to ``depth`` (default: the window), then fused; the best ``limit``
+        hits where given (all else)."""
         cut = self.window if depth is None else depth
         lists = {leg: [(hit.id, hit.score) for hit in hits[:cut]] for leg, hits in legs.items()}
-        return replace(self.fuser, weights={leg: w for leg, w in self.weights.items() if leg in lists})(lists)
+        return self._fusion({leg: w for leg, w in self.weights.items() if leg in lists})(lists, limit)
 
     def but(self, **changes: Any) -> SearchSettings:
         """These settings with the given ones replaced (None keeps a setting; 0 is a value, and refused)."""
@@ -275,7 +276,7 @@ class Searcher:
             if fused is not None:
                 return fused
         legs = self._legs(snapshot, [query], mode, depth, filters)[0]
-        page = settings.fuse(legs, depth)[offset : offset + k]
+        page = settings.fuse(legs, depth, limit=offset + k)[offset:]
         sources = self.backend.sources(snapshot.version, [item.id for item in page])
         return [
             Hit(

@@ -28,13 +28,13 @@ import numpy as np
 
 from .backends.base import Filters, LegQuery
 from .backends.opensearch import (
-    ID_FIELD,
     IDS_ONLY,
     MAX_RESULT_WINDOW,
     STORED_ONLY,
     TEXT_FIELD,
     OpenSearchBackend,
     filter_clauses,
+    hit_id,
     inner_product,
     knn_query,
 )
@@ -152,19 +152,20 @@ class ServerFusion:
         OpenSearch orders equal scores by its internal document number, which differs between replicas;
         hybrid orders them by id. So it asks ``TIE_MARGIN`` hits more than the page, sorts them by (score,
         id), and asks for all candidates where the page's last score continues past what came back."""
-        body = {**hybrid_query(text, vector.tolist(), 0, settings.but(window=depth), windows, filters), **IDS_ONLY,
-                "search_pipeline": pipeline}
+        leg_settings, vector_values = settings.but(window=depth), vector.tolist()
         neural = self.neural()
         explained = explain and explains(neural, windows)
         most = min(2 * depth, MAX_RESULT_WINDOW)  # at most every candidate of both legs
         asked = min(page.stop + TIE_MARGIN, most)
         while True:
-            ranked = sorted(self.backend.fused_search(version, {**body, "size": asked}, explained),
-                            key=lambda hit: (-hit["_score"], _id(hit)))
+            body = {**hybrid_query(text, vector_values, asked, leg_settings, windows, filters), **IDS_ONLY,
+                    "search_pipeline": pipeline}
+            ranked = sorted(self.backend.fused_search(version, body, explained),
+                            key=lambda hit: (-hit["_score"], hit_id(hit)))
             if len(ranked) < asked or asked == most or ranked[-1]["_score"] < ranked[page.stop - 1]["_score"]:
                 break  # every candidate came back, or all that tie with the page's last score did
             asked = most
-        sources = self.backend.sources(version, [_id(found) for found in ranked[page]])
+        sources = self.backend.sources(version, [hit_id(found) for found in ranked[page]])
         hits = [_hit(found, sources, settings, explained) for found in ranked[page]]
         if explain and not explained:
             return hits, (f"OpenSearch at {self.backend.location} has {neural}, whose explanation of a fused hit is "
@@ -181,14 +182,11 @@ def explains(neural: NeuralSearch, windows: bool) -> bool:
     return neural.supports("explanation") and (not windows or neural.supports("explanation of nested"))
 
 
-def _id(found: dict[str, Any]) -> str:
-    return str(found["fields"][ID_FIELD][0])
-
-
 def _hit(found: dict[str, Any], sources: dict[str, dict[str, Any]], settings: SearchSettings, explained: bool) -> Hit:
     legs = legs_explained(found.get("_explanation"), settings) if explained else None
-    return Hit(_id(found), float(found["_score"]), (legs or {}).get("bm25"), (legs or {}).get("vector"),
-               sources.get(_id(found), {}), explained=legs is not None)
+    found_id = hit_id(found)
+    return Hit(found_id, float(found["_score"]), (legs or {}).get("bm25"), (legs or {}).get("vector"),
+               sources.get(found_id, {}), explained=legs is not None)
 
 
 def legs_explained(explanation: dict[str, Any] | None, settings: SearchSettings) -> dict[str, LegRank] | None:

@@ -4,10 +4,12 @@ normalisations (min_max, l2, z_score) with their weighted arithmetic, geometric 
 import math
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from hybrid.backends.base import LegHit
 from hybrid.evaluate import LegRuns, choose, fusion_grid
-from hybrid.fusion import MIN_SCORE, Fusion, LegRank, combine, normalize, rrf
+from hybrid.fusion import COMBINATIONS, METHODS, MIN_SCORE, Fusion, LegRank, combine, normalize, rrf
 from hybrid.searcher import SearchSettings
 
 
@@ -97,17 +99,61 @@ def test_combinations(combination, values, weights, expected):
 
 def test_min_max_worked_example_with_a_missing_leg_and_a_tie():
     # bm25 normalises to a 1, b 1/3, c 0.001; vector to b 1, d 0.001 (its minimum).
-    # A leg that missed a document counts MIN_SCORE: a (1 + 0.001)/2, b (1/3 + 1)/2, c and d 0.001 each:
-    # that tie goes to d, ranked 2nd by its leg, before c, ranked 3rd.
+    # A leg that missed a document counts 0 in the arithmetic mean, as in OpenSearch: a (1 + 0)/2,
+    # b (1/3 + 1)/2, c and d 0.001/2 each: that tie goes to d, ranked 2nd by its leg, before c, ranked 3rd.
     fused = Fusion("min_max")({"bm25": [("a", 4.0), ("b", 2.0), ("c", 1.0)], "vector": [("b", 0.9), ("d", 0.5)]})
     assert [hit.id for hit in fused] == ["b", "a", "d", "c"]
     scores = {hit.id: hit.score for hit in fused}
     assert scores["b"] == pytest.approx((1 / 3 + 1) / 2)
-    assert scores["a"] == pytest.approx((1 + MIN_SCORE) / 2)
-    assert scores["c"] == scores["d"] == pytest.approx(MIN_SCORE)
+    assert scores["a"] == pytest.approx(1 / 2)
+    assert scores["c"] == scores["d"] == pytest.approx(MIN_SCORE / 2)
     b = fused[0].legs
     assert b["bm25"] == LegRank(2, 2.0, pytest.approx(1 / 3)) and b["vector"] == LegRank(1, 0.9, 1.0)
     assert fused[1].legs["vector"] is None
+
+
+@pytest.mark.parametrize("combination", ["arithmetic", "geometric", "harmonic"])
+def test_a_legs_last_hit_outranks_a_document_that_leg_missed(combination):
+    # "b" and "a" are both first in BM25; the vector leg returned "a" last (floored at 0.001) and missed "b".
+    # Geometric and harmonic means count the miss as 0.001 (a 0 has no logarithm or inverse): a tie, which
+    # goes to the better rank in either leg, "b".
+    fused = Fusion("min_max", combination)({"bm25": [("b", 2.0), ("a", 2.0), ("c", 1.0)],
+                                            "vector": [("c", 0.9), ("a", 0.1)]})
+    scores = {hit.id: hit.score for hit in fused}
+    order = [hit.id for hit in fused]
+    if combination == "arithmetic":
+        assert scores["a"] == pytest.approx((1 + MIN_SCORE) / 2) and scores["b"] == pytest.approx(1 / 2)
+        assert order.index("a") < order.index("b")
+    else:
+        assert scores["a"] == pytest.approx(scores["b"])
+        assert order.index("b") < order.index("a")
+
+
+ranked_list = st.lists(st.tuples(st.sampled_from("abcdefghij"), st.floats(-5, 5)), max_size=12).map(
+    lambda hits: sorted(hits, key=lambda hit: -hit[1]))
+
+
+@given(bm25=ranked_list, vector=ranked_list, method=st.sampled_from(METHODS),
+       combination=st.sampled_from(COMBINATIONS), weight=st.sampled_from([0.0, 0.5, 1.0, 3.0]),
+       limit=st.integers(0, 12))
+def test_a_limit_gives_the_head_of_the_whole_list(bm25, vector, method, combination, weight, limit):
+    # duplicates within a leg, equal scores, ties between documents and a leg of weight 0 included
+    fusion = Fusion(method, combination, {"bm25": weight})
+    whole = fusion({"bm25": bm25, "vector": vector})
+    assert fusion({"bm25": bm25, "vector": vector}, limit) == whole[:limit]
+    assert {hit.id for hit in whole} == {doc_id for doc_id, _ in bm25 + vector}
+
+    def documented_order(hit):
+        if method == "rrf":
+            return -hit.score, hit.id
+        return -hit.score, min(leg.rank for leg in hit.legs.values() if leg), hit.id
+
+    assert whole == sorted(whole, key=documented_order)
+
+
+def test_a_negative_limit_is_refused():
+    with pytest.raises(ValueError, match="limit"):
+        Fusion()({"bm25": [("a", 1.0)]}, -1)
 
 
 def test_one_leg_keeps_its_order_under_every_method():
