@@ -19,7 +19,7 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from common import CachedEncoder  # noqa: E402
+from common import CachedEncoder, merge_to_one_segment  # noqa: E402
 
 from hybrid.backends.base import Backend  # noqa: E402
 from hybrid.backends.local import LocalBackend  # noqa: E402
@@ -56,7 +56,7 @@ def build(backend: Backend, collection: str, chunking: str, cached: CachedEncode
         cost |= {"vectors": len(loaded.vectors), "index_mb": round(sum(
             f.stat().st_size for f in loaded.folder.rglob("*") if f.is_file()) / 2**20, 1)}
     else:  # primaries' store, after a force merge so that segment counts do not decide the figure
-        backend.client.indices.forcemerge(index=name, max_num_segments=1, request_timeout=1800)
+        merge_to_one_segment(backend, name)
         store = backend.client.indices.stats(index=name)["_all"]["primaries"]["store"]["size_in_bytes"]
         cost |= {"index_mb": round(store / 2**20, 1)}
     return cost

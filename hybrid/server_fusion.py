@@ -37,6 +37,7 @@ from .backends.opensearch import (
     hit_id,
     inner_product,
     knn_query,
+    match_query,
 )
 from .errors import HybridError
 from .fusion import LegRank
@@ -152,19 +153,18 @@ class ServerFusion:
         OpenSearch orders equal scores by its internal document number, which differs between replicas;
         hybrid orders them by id. So it asks ``TIE_MARGIN`` hits more than the page, sorts them by (score,
         id), and asks for all candidates where the page's last score continues past what came back."""
-        leg_settings, vector_values = settings.but(window=depth), vector.tolist()
         neural = self.neural()
         explained = explain and explains(neural, windows)
         most = min(2 * depth, MAX_RESULT_WINDOW)  # at most every candidate of both legs
         asked = min(page.stop + TIE_MARGIN, most)
+        body = {**hybrid_query(text, vector.tolist(), asked, settings.but(window=depth), windows, filters),
+                **IDS_ONLY, "search_pipeline": pipeline}
         while True:
-            body = {**hybrid_query(text, vector_values, asked, leg_settings, windows, filters), **IDS_ONLY,
-                    "search_pipeline": pipeline}
             ranked = sorted(self.backend.fused_search(version, body, explained),
                             key=lambda hit: (-hit["_score"], hit_id(hit)))
             if len(ranked) < asked or asked == most or ranked[-1]["_score"] < ranked[page.stop - 1]["_score"]:
                 break  # every candidate came back, or all that tie with the page's last score did
-            asked = most
+            asked = body["size"] = most
         sources = self.backend.sources(version, [hit_id(found) for found in ranked[page]])
         hits = [_hit(found, sources, settings, explained) for found in ranked[page]]
         if explain and not explained:
@@ -257,7 +257,7 @@ def hybrid_query(text: str, vector: list[float], k: int, settings: SearchSetting
     clauses = filter_clauses(filters or {})
     vector_leg = LegQuery(text=None, vector=np.asarray(vector, dtype=np.float32), k=settings.window,
                           filters=filters or {}, windows=windows)
-    queries = [{"bool": {"must": {"match": {TEXT_FIELD: text}}, "filter": clauses}}, knn_query(vector_leg, clauses)]
+    queries = [match_query(text, clauses), knn_query(vector_leg, clauses)]
     depth = {"pagination_depth": settings.window} if paginated else {}
     return {"size": k if paginated else settings.window, "_source": {"excludes": STORED_ONLY},
             "query": {"hybrid": {**depth, "queries": queries}}}

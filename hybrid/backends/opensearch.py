@@ -231,6 +231,11 @@ def hit_id(hit: dict[str, Any]) -> str:
     return hit["fields"][ID_FIELD][0]
 
 
+def match_query(text: str, filters: list[dict[str, Any]]) -> dict[str, Any]:
+    """The BM25 leg: the query's words against every text field (copied into one), filtered first."""
+    return {"bool": {"must": {"match": {TEXT_FIELD: text}}, "filter": filters}}
+
+
 def knn_query(query: LegQuery, filters: list[dict[str, Any]]) -> dict[str, Any]:
     """The vector leg's query: k-NN on the document vector, or on the nested windows of a chunked index,
     where the k-NN plugin (Lucene engine, 2.12+) returns k distinct documents per shard, each scored by
@@ -529,8 +534,7 @@ class OpenSearchBackend:
         filters = filter_clauses(query.filters)
         bodies: dict[str, dict[str, Any]] = {}
         if query.text is not None:
-            bodies["bm25"] = {**IDS_ONLY, "size": query.k,
-                              "query": {"bool": {"must": {"match": {TEXT_FIELD: query.text}}, "filter": filters}}}
+            bodies["bm25"] = {**IDS_ONLY, "size": query.k, "query": match_query(query.text, filters)}
         if query.vector is not None:
             bodies["vector"] = {**IDS_ONLY, "size": query.k, "query": knn_query(query, filters)}
         lines: list[dict[str, Any]] = []
