@@ -540,8 +540,7 @@ class OpenSearchBackend:
         lines: list[dict[str, Any]] = []
         for leg, body in bodies.items():
             lines += [{"index": target, **LEG_SEARCH_OPTIONS[leg]}, body]
-        with self._errors(target):
-            responses = self._with_retries(lambda: self._msearch(lines), self.connection.search_attempts, "search")
+        responses = self._read(target, lambda: self._msearch(lines))
         legs: dict[str, list[LegHit]] = {}
         for leg, response in zip(bodies, responses):
             if "error" in response:
@@ -554,6 +553,12 @@ class OpenSearchBackend:
             convert = inner_product if leg == "vector" else float
             legs[leg] = [LegHit(hit_id(h), convert(h["_score"])) for h in response["hits"]["hits"]]
         return legs
+
+    def _read(self, target: str, call: Callable[[], T]) -> T:
+        """One read of ``target`` (a search, an ``_mget``): sent again on a 5xx/429 as searches may be, its
+        errors said as hybrid says them."""
+        with self._errors(target):
+            return self._with_retries(call, self.connection.search_attempts, "search")
 
     def _msearch(self, lines: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """The legs' responses; a leg that failed on the cluster's side (a node left mid-search) fails the
@@ -571,10 +576,8 @@ class OpenSearchBackend:
         if not ids:
             return {}
         check_target_name(target)
-        with self._errors(target):
-            response = self._with_retries(lambda: self.client.mget(
-                index=target, body={"ids": list(ids)}, params={"_source_excludes": ",".join(STORED_ONLY)}),
-                self.connection.search_attempts, "search")
+        response = self._read(target, lambda: self.client.mget(
+            index=target, body={"ids": list(ids)}, params={"_source_excludes": ",".join(STORED_ONLY)}))
         return {doc["_id"]: doc["_source"] for doc in response["docs"] if doc.get("found")}
 
     def fused_search(self, target: str, body: dict[str, Any], explain: bool) -> list[dict[str, Any]]:
@@ -582,9 +585,7 @@ class OpenSearchBackend:
         like the legs, it fails rather than answer from part of the index, and a 5xx/429 is sent again."""
         check_target_name(target)
         params = {"allow_partial_search_results": "false", **({"explain": "true"} if explain else {})}
-        with self._errors(target):
-            response = self._with_retries(lambda: self.client.search(index=target, body=body, params=params),
-                                          self.connection.search_attempts, "search")
+        response = self._read(target, lambda: self.client.search(index=target, body=body, params=params))
         return list(response["hits"]["hits"])
 
     def plugins(self) -> tuple[list[dict[str, str]], set[str]]:
