@@ -21,6 +21,7 @@
 # OPENSEARCH_HEAP (512m per node), HYBRID_CACHE (~/.cache/hybrid), OPENSEARCH_RUN_USER (hybrid-os,
 # created when running as root).
 set -euo pipefail
+PATH=$PATH:/usr/sbin:/sbin  # useradd and runuser, which a minimal PATH (/usr/bin:/bin) leaves out
 
 version=${OPENSEARCH_VERSION:-2.19.1}
 port=${OPENSEARCH_PORT:-9200}
@@ -38,7 +39,7 @@ fetch() {  # $1 = group:artifact:version:zip
   name=$(echo "$1" | awk -F: '{print $2 "-" $3 "." $4}')
   if [ ! -s "$cache/$name" ]; then
     echo "fetching $1" >&2
-    mvn -B -q dependency:copy -Dartifact="$1" -DoutputDirectory="$cache" >&2
+    mvn -B -q -Dstyle.color=never dependency:copy -Dartifact="$1" -DoutputDirectory="$cache" >&2
   fi
   echo "$cache/$name"
 }
@@ -49,9 +50,9 @@ module() {  # $1 = name, $2 = plugin class, $3 = extended plugins, $4 = descript
   # to Maven as plain jars, so assemble each module folder from its jar and runtime dependencies.
   local dir=$home/modules/$1
   mkdir -p "$dir"
-  mvn -B -q dependency:copy -Dartifact="org.opensearch.plugin:$1:$version" -DoutputDirectory="$dir" >&2
-  mvn -B -q dependency:copy -Dartifact="org.opensearch.plugin:$1:$version:pom" -DoutputDirectory="$cache" >&2
-  mvn -B -q dependency:copy-dependencies -f "$cache/$1-$version.pom" -DincludeScope=runtime -DexcludeTransitive=true \
+  mvn -B -q -Dstyle.color=never dependency:copy -Dartifact="org.opensearch.plugin:$1:$version" -DoutputDirectory="$dir" >&2
+  mvn -B -q -Dstyle.color=never dependency:copy -Dartifact="org.opensearch.plugin:$1:$version:pom" -DoutputDirectory="$cache" >&2
+  mvn -B -q -Dstyle.color=never dependency:copy-dependencies -f "$cache/$1-$version.pom" -DincludeScope=runtime -DexcludeTransitive=true \
     -DoutputDirectory="$dir" >&2
   cat > "$dir/plugin-descriptor.properties" <<PROPS
 description=$4

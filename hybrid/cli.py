@@ -19,7 +19,7 @@ from .backends import open_backend
 from .backends.base import Backend
 from .chunking import Chunking
 from .embed import DEFAULT_MODEL, PRECISIONS, Embedder, Precision
-from .errors import HybridError, IndexNotFoundError, require_extra
+from .errors import DISTRIBUTION, HybridError, IndexNotFoundError, require_extra
 from .fusion import COMBINATIONS, DEFAULT_RANK_CONSTANT, METHODS, Combination, LegRank, Method
 from .ingest import ingest
 from .onnx_encoder import ENCODER_KINDS, EncoderKind, document_encoder, export_encoder
@@ -125,7 +125,7 @@ def layout_options(in_place: bool) -> Callable[[Callable[..., Any]], Callable[..
 
 
 @click.group(cls=HybridGroup)
-@click.version_option(package_name="hybrid-search")
+@click.version_option(package_name=DISTRIBUTION)
 def cli() -> None:
     """Hybrid BM25 + vector search with reciprocal rank fusion, embedded or on OpenSearch."""
 
@@ -183,7 +183,8 @@ def ingest_command(backend: Backend, source: str, index: str, id_field: str | No
                     text_fields=text_fields, batch_size=batch_size, progress=not quiet, chunking=chunking)
     console.print(
         f"{index}: read {report.read}, embedded {report.embedded}, unchanged {report.unchanged}; "
-        f"{report.count} documents in the index ({report.seconds:.1f} s)\nqueries: {report.query_encoder}"
+        f"{report.count} documents in the index ({report.seconds:.1f} s)\nqueries: {report.query_encoder}",
+        soft_wrap=True,  # a long path stays on one line, whole, for copying
     )
     for line in report.retried[:5]:  # what the cluster made us do again; every document is counted above
         console.print(f"retried: {line}")
@@ -329,7 +330,7 @@ def eval_command(backend: Backend, index: str | None, queries: str | None, qrels
                  plot_path: str | None, as_json: bool, settings_path: str | None,
                  query_encoder: EncoderKind | None) -> None:
     """Score BM25, vector and hybrid retrieval against relevance judgments."""
-    require_extra("eval", "ranx", *(["matplotlib"] if plot_path else []))
+    ev.require_eval(*(["matplotlib"] if plot_path else []))
     index, queries, qrels = beir_inputs(beir, index, queries, qrels, split, backend)
     mode_list = comma_list(modes)
     if unknown := set(mode_list) - set(MODES):
@@ -380,7 +381,7 @@ def tune_command(backend: Backend, index: str | None, queries: str | None, qrels
                  exclude_self: bool, output: str) -> None:
     """Choose the fusion method, combination, leg weights, rank constant and window that score best on
     tuning queries; report the choice and the defaults on held-out queries, with a paired t-test."""
-    require_extra("eval", "ranx")
+    ev.require_eval()
     index, queries, qrels = beir_inputs(beir, index, queries, qrels, split, backend)
     method_list = comma_list(methods)
     if unknown := set(method_list) - set(METHODS):

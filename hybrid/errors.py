@@ -1,5 +1,14 @@
 """Errors a user can act on. The CLI prints their message and exits non-zero; nothing else is shown."""
 
+DISTRIBUTION = "hybrid-search-toolkit"
+"""The name `pip install` knows us by (the import package and the command are `hybrid`): every message that
+tells a user what to install names it, so it lives in one place."""
+
+
+def install_hint(extra: str | None = None) -> str:
+    """The pip command that installs ``extra`` (or the base install)."""
+    return f"pip install '{DISTRIBUTION}[{extra}]'" if extra else f"pip install {DISTRIBUTION}"
+
 
 class HybridError(Exception):
     """Base class: the message says what went wrong and what to do about it."""
@@ -45,5 +54,5 @@ def require_extra(extra: str, *modules: str) -> None:
             importlib.import_module(module)
         except ImportError:
             raise MissingExtraError(
-                f"this needs the optional package {module!r}: pip install 'hybrid-search[{extra}]'"
+                f"this needs the optional package {module!r}: {install_hint(extra)}"
             ) from None

@@ -103,9 +103,18 @@ def retrieve_legs(searcher: Searcher, queries: Mapping[str, str], window: int, p
                                                         progress=progress))))
 
 
+def require_eval(*also: str) -> None:
+    """Import ranx (and ``also``), or say in one line which extra brings them. Quietly: on Python 3.12+,
+    compiling ranx raises SyntaxWarnings about the LaTeX in its report strings, which are not ours to fix."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SyntaxWarning)
+        require_extra("eval", "ranx", *also)
+
+
 def ranx_run(run: Run, name: str | None = None) -> Any:
     """A ranx Run of ``run``; a query without hits gets a placeholder (ranx refuses empty ones), so it
     still counts, as zero."""
+    require_eval()
     from ranx import Run as RanxRun
 
     return RanxRun.from_dict({q: r or {"": 0.0} for q, r in run.items()}, name=name)
@@ -113,7 +122,7 @@ def ranx_run(run: Run, name: str | None = None) -> Any:
 
 def score(qrels: Qrels, runs: Mapping[str, Run], metrics: Sequence[str]) -> dict[str, dict[str, float]]:
     """Each run's mean of each metric over the judged queries (ranx)."""
-    require_extra("eval", "ranx")
+    require_eval()
     from ranx import Qrels as RanxQrels
     from ranx import evaluate
 
@@ -159,7 +168,7 @@ def compare_runs(qrels: Qrels, runs: Mapping[str, Run], metrics: Sequence[str]) 
 
 
 def _compare(qrels: Qrels, runs: Mapping[str, Run], metrics: Sequence[str]) -> Any:
-    require_extra("eval", "ranx")
+    require_eval()
     from ranx import Qrels as RanxQrels
     from ranx import compare
 

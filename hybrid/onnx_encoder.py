@@ -48,7 +48,7 @@ from .embed import (
     model_id,
     resolve_model_path,
 )
-from .errors import HybridError, MissingExtraError, first_line, require_extra
+from .errors import HybridError, MissingExtraError, first_line, install_hint, require_extra
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
@@ -279,7 +279,7 @@ def _missing_message(model: str, folder: Path) -> str:
         "to the same place here (or set HYBRID_ENCODER_DIR to the folder holding it)"
     return (f"no ONNX query encoder for model {model!r}: {folder} {state}, and this install cannot make one. "
             f"Copy that folder from the machine that built the index (ingest makes it there, or `hybrid model "
-            f"export`) {where}, or pip install 'hybrid-search[ingest]' to export it here")
+            f"export`) {where}, or {install_hint('ingest')} to export it here")
 
 
 def export_encoder(model: str, output: str | Path | None = None, precision: Precision = "fp32",

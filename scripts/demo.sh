@@ -8,7 +8,7 @@ new_env "$VENV" all
 corpus=$ROOT/../shared/data/cranfield/corpus.jsonl
 query=${1:-"boundary layer separation in supersonic flow"}
 if [ ! -f "$corpus" ]; then
-  corpus=$ROOT/examples/sample.jsonl
+  corpus=$ROOT/examples/sample/corpus.jsonl
   query=${1:-"how do plants make energy from light"}
 fi
 "$VENV/bin/hybrid" ingest "$corpus" --index demo

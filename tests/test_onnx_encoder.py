@@ -36,7 +36,7 @@ from hybrid.onnx_encoder import (
 from hybrid.searcher import Searcher
 
 ROOT = Path(__file__).resolve().parents[1]
-SAMPLE = ROOT / "examples" / "sample.jsonl"
+SAMPLE = ROOT / "examples" / "sample" / "corpus.jsonl"
 HOSTILE_TEXTS = [
     "shock waves on a blunt body", "", " ", "line\u2028separator and next\u0085line", "nul\x00inside",
     "\u05e9\u05dc\u05d5\u05dd right-to-left \u202eoverride", "lone \ud800 surrogate", "emoji \U0001f30b",

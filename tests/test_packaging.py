@@ -15,6 +15,7 @@ import pytest
 from click.testing import CliRunner
 
 from hybrid.cli import cli
+from hybrid.errors import DISTRIBUTION, install_hint
 from hybrid.ingest import ingest
 from hybrid.searcher import Searcher
 
@@ -59,6 +60,7 @@ def test_the_wheel_builds_quietly_and_its_query_only_install_searches_both_backe
     log = (built.stdout + built.stderr).lower()
     assert "warning" not in log and "deprecat" not in log, built.stdout + built.stderr
     [wheel] = (tmp_path / "dist").glob("*.whl")
+    assert wheel.name.startswith("hybrid_search_toolkit-")  # the name we own on PyPI (hybrid-search is not ours)
     assert "hybrid/mappings/index.json" in zipfile.ZipFile(wheel).namelist()
 
     venv = tmp_path / "venv"
@@ -77,7 +79,7 @@ def test_the_wheel_builds_quietly_and_its_query_only_install_searches_both_backe
     query_env = {**os.environ, "HYBRID_ENCODER_DIR": str(encoders)}
     if opensearch.exists("wheel-check"):
         opensearch.delete("wheel-check")
-    ingest(ROOT / "examples" / "sample.jsonl", "wheel-check", opensearch, embedder, progress=False)
+    ingest(ROOT / "examples" / "sample" / "corpus.jsonl", "wheel-check", opensearch, embedder, progress=False)
     cases = [("cranfield", local_cranfield, "shock waves on blunt bodies", ["--data-dir", data_dir]),
              ("wheel-check", opensearch, "molten rock under pressure", ["--opensearch", opensearch.connection.url])]
     for index, backend, query, where_args in cases:
@@ -92,12 +94,20 @@ def test_the_wheel_builds_quietly_and_its_query_only_install_searches_both_backe
     assert no_encoder.returncode == 1 and "Traceback" not in no_encoder.stderr
     assert len(no_encoder.stderr.strip().splitlines()) == 1, no_encoder.stderr
     assert f"{tmp_path / 'empty'}/all-MiniLM-L6-v2-fp32" in no_encoder.stderr
-    assert "Copy that folder" in no_encoder.stderr and "pip install 'hybrid-search[ingest]'" in no_encoder.stderr
-    no_model = run(venv / "bin" / "hybrid", "ingest", ROOT / "examples" / "sample.jsonl", "--index", "x",
+    assert "Copy that folder" in no_encoder.stderr and install_hint('ingest') in no_encoder.stderr
+    no_model = run(venv / "bin" / "hybrid", "ingest", ROOT / "examples" / "sample" / "corpus.jsonl", "--index", "x",
                    "--data-dir", tmp_path / "new", cwd=tmp_path)
     assert no_model.returncode == 1 and len(no_model.stderr.strip().splitlines()) == 1, no_model.stderr
-    assert "pip install 'hybrid-search[ingest]'" in no_model.stderr
+    assert install_hint('ingest') in no_model.stderr
     opensearch.delete("wheel-check")
+
+
+def test_the_distribution_name_is_the_one_every_message_gives():
+    import tomllib
+
+    name = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["name"]
+    assert name == DISTRIBUTION == "hybrid-search-toolkit"
+    assert install_hint("eval") == "pip install 'hybrid-search-toolkit[eval]'"
 
 
 @pytest.mark.parametrize(("args", "extra"), [
@@ -110,5 +120,5 @@ def test_a_missing_extra_is_one_line_naming_it(monkeypatch, args, extra):
         monkeypatch.setitem(sys.modules, module, None)  # what an install without the extra has
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 1
-    assert f"pip install 'hybrid-search[{extra}]'" in result.output
+    assert install_hint(extra) in result.output
     assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1
