@@ -6,6 +6,7 @@ The index mapping is ``hybrid/mappings/index.json`` (linked as ``mappings/`` at 
 
 from __future__ import annotations
 
+import base64
 import functools
 import json
 import logging
@@ -16,10 +17,10 @@ from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from importlib import resources
 from typing import Any, TypeVar
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import numpy as np
 from opensearchpy import ConnectionPool, JSONSerializer, OpenSearch, helpers
@@ -130,6 +131,13 @@ class Connection:
         settings.update({name: value for name, value in overrides.items() if value is not None})
         return cls(**settings)
 
+    def __repr__(self) -> str:
+        """Every setting, with the URLs' ``user:password@`` parts dropped and a password shown as ``***``:
+        an application logs ``%r`` of what it holds, and an error report prints locals."""
+        shown = {item.name: getattr(self, item.name) for item in fields(self)}
+        shown.update(url=self.safe_url, password=None if self.password is None else "***")
+        return f"{type(self).__name__}({', '.join(f'{name}={value!r}' for name, value in shown.items())})"
+
     @property
     def urls(self) -> list[str]:
         # Split only where a URL starts: a password in a URL may hold a comma.
@@ -140,13 +148,25 @@ class Connection:
         """The URLs without any user:password part, fit for messages and logs."""
         return ",".join(_without_credentials(url) for url in self.urls)
 
+    def basic_auth_header(self) -> dict[str, str]:
+        """HTTP basic credentials (``user``/``password``, else those of the first URL that has some) as an
+        ``Authorization`` header encoded in UTF-8, as OpenSearch's security plugin decodes them: the client's
+        own ``http_auth`` encodes Latin-1 and fails on any other character (a traceback, not a refusal)."""
+        credentials = (self.user, self.password or "") if self.user else next(
+            ((unquote(parts.username), unquote(parts.password or "")) for parts in map(urlsplit, self.urls)
+             if parts.username), None)
+        if credentials is None:
+            return {}
+        token = base64.b64encode(":".join(credentials).encode("utf-8")).decode("ascii")
+        return {"authorization": f"Basic {token}"}
+
     def client(self) -> OpenSearch:
-        auth = (self.user, self.password or "") if self.user else None
         # The client retries only by moving on to another node (a refused connection, 502-504); waiting
         # and trying again is ours alone, so its time stays bounded and said. No gzip: it cost 1.5-2 ms of
         # a 10-15 ms search on both ends, and ingest waits on the model, not on the network.
         return OpenSearch(
-            hosts=self.urls, http_auth=auth, verify_certs=self.verify_certs, ca_certs=self.ca_certs,
+            hosts=[_without_credentials(url) for url in self.urls], headers=self.basic_auth_header(),
+            verify_certs=self.verify_certs, ca_certs=self.ca_certs,
             ssl_show_warn=self.verify_certs, timeout=self.timeout, http_compress=False,
             max_retries=len(self.urls) - 1, retry_on_timeout=False, serializer=AsciiJSONSerializer(),
             connection_pool_class=ReportingPool,
@@ -167,9 +187,9 @@ class ReportingPool(ConnectionPool):
 
 
 def _without_credentials(url: str) -> str:
+    """``url`` without its ``user:password@`` part (an IPv6 host keeps its brackets)."""
     parts = urlsplit(url)
-    host = parts.hostname or ""
-    return urlunsplit(parts._replace(netloc=f"{host}:{parts.port}" if parts.port else host))
+    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
 
 
 def _count_from_env(name: str, minimum: int) -> int | None:

@@ -1,0 +1,113 @@
+"""No password, token or credentials in a URL is ever printed: not by repr or str, a log line, an error
+message (nor the causes chained to it), or the CLI, whatever the password holds."""
+
+from __future__ import annotations
+
+import base64
+import http.server
+import logging
+import socket
+import threading
+import traceback
+from urllib.parse import quote
+
+from click.testing import CliRunner
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from hybrid.backends.opensearch import Connection, OpenSearchBackend
+from hybrid.cli import cli
+from hybrid.errors import HybridError
+from hybrid.searcher import Searcher
+
+# A marker no message holds by chance, then anything a password may hold (a ':', '@', '/', '%', non-ASCII).
+passwords = st.text(st.characters(codec="utf-8", exclude_categories=("Cs", "Cc", "Zs")), min_size=4, max_size=24) \
+    .map(lambda tail: "Pw!" + tail)
+
+
+def closed_port() -> int:
+    """A port on loopback where nothing listens: a cluster that is down."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def leaks(password: str, *texts: str) -> list[str]:
+    forms = {password, quote(password, safe=""), quote(password)}
+    return [text for text in texts if any(form in text for form in forms)]
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(password=passwords, token=passwords)
+def test_a_connection_never_shows_its_credentials(password, token):
+    url = f"http://admin:{quote(password, safe='')}@127.0.0.1:9200,https://svc:{quote(token, safe='')}@node-2:9201"
+    connection = Connection(url, user="admin", password=token)
+    shown = [repr(connection), str(connection), connection.safe_url, repr([connection]), f"{connection!r:>10}"]
+    assert leaks(password, *shown) == [] and leaks(token, *shown) == []
+    assert "127.0.0.1:9200" in repr(connection) and "password='***'" in repr(connection)
+
+
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(password=passwords)
+def test_a_failing_search_never_shows_the_credentials(caplog, password):
+    """Against a cluster that is down: the error (and what it was raised from), every log line at DEBUG of
+    every logger (ours, opensearch-py's, urllib3's), and the searcher's and backend's reprs."""
+    url = f"http://admin:{quote(password, safe='')}@127.0.0.1:{closed_port()}"
+    caplog.clear()
+    texts: list[str] = []
+    with caplog.at_level(logging.DEBUG):
+        backend = OpenSearchBackend(Connection(url, password=password, user="admin", timeout=1, search_attempts=1))
+        texts += [repr(backend)]
+        try:
+            searcher = Searcher("docs", backend)
+            texts.append(repr(searcher))
+            searcher.search("anything", mode="bm25")
+        except HybridError as error:
+            texts += [str(error), repr(error), "".join(traceback.format_exception(error))]
+        else:
+            raise AssertionError("a search against a closed port answered")
+    texts += [record.getMessage() for record in caplog.records]
+    assert leaks(password, *texts) == []
+
+
+@settings(max_examples=5, deadline=None)
+@given(password=passwords)
+def test_the_cli_never_shows_the_credentials(password):
+    url = f"http://admin:{quote(password, safe='')}@127.0.0.1:{closed_port()}"
+    for args in (["search", "q", "--index", "docs", "--json"], ["index", "list"], ["index", "info", "docs"]):
+        result = CliRunner().invoke(cli, [*args, "--opensearch", url],
+                                    env={"OPENSEARCH_USER": "admin", "OPENSEARCH_PASSWORD": password})
+        assert result.exit_code != 0 and leaks(password, result.output) == [], result.output
+
+
+@settings(max_examples=10, deadline=None)
+@given(password=passwords, in_url=st.booleans())
+def test_any_password_reaches_the_cluster_as_utf8_basic_auth(password, in_url):
+    """A real HTTP server on loopback sees what OpenSearch's security plugin decodes (UTF-8), from
+    ``user``/``password`` or from the URL, whatever the password holds (the client's own Latin-1 encoding
+    raised UnicodeEncodeError on anything else)."""
+    seen: list[str] = []
+
+    class Cluster(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 (the name http.server calls)
+            seen.append(self.headers.get("Authorization", ""))
+            body = b'{"ok": true}'
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    with http.server.HTTPServer(("127.0.0.1", 0), Cluster) as server:
+        thread = threading.Thread(target=server.handle_request)
+        thread.start()
+        port = server.server_address[1]
+        connection = Connection(f"http://admin:{quote(password, safe='')}@127.0.0.1:{port}") if in_url else \
+            Connection(f"http://127.0.0.1:{port}", user="admin", password=password)
+        assert connection.client().transport.perform_request("GET", "/") == {"ok": True}
+        thread.join(timeout=10)
+    [header] = seen
+    assert base64.b64decode(header.removeprefix("Basic ")).decode("utf-8") == f"admin:{password}"
