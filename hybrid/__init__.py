@@ -6,7 +6,21 @@ every start; the query encoder (an ONNX export, no torch) loads on the first que
 
 __version__ = "0.1.0"
 
+from .errors import (  # noqa: E402
+    BadRequestError,
+    ClusterUnavailableError,
+    CredentialsRefusedError,
+    HybridError,
+    IncompatibleIndexError,
+    IndexNotFoundError,
+    NotAClusterError,
+    OverloadedError,
+)
 from .fusion import Fusion, LegRank, rrf  # noqa: E402
 from .searcher import Hit, Searcher, SearchSettings  # noqa: E402
 
-__all__ = ["Fusion", "Hit", "LegRank", "SearchSettings", "Searcher", "__version__", "rrf"]
+__all__ = [
+    "BadRequestError", "ClusterUnavailableError", "CredentialsRefusedError", "Fusion", "Hit", "HybridError",
+    "IncompatibleIndexError", "IndexNotFoundError", "LegRank", "NotAClusterError", "OverloadedError",
+    "SearchSettings", "Searcher", "__version__", "rrf",
+]

@@ -19,7 +19,15 @@ from .backends import open_backend
 from .backends.base import Backend
 from .chunking import Chunking
 from .embed import DEFAULT_MODEL, PRECISIONS, Embedder, Precision
-from .errors import DISTRIBUTION, HybridError, IndexNotFoundError, require_extra
+from .errors import (
+    DISTRIBUTION,
+    ClusterUnavailableError,
+    CredentialsRefusedError,
+    HybridError,
+    IndexNotFoundError,
+    NotAClusterError,
+    require_extra,
+)
 from .fusion import COMBINATIONS, DEFAULT_RANK_CONSTANT, METHODS, Combination, LegRank, Method
 from .ingest import ingest
 from .onnx_encoder import ENCODER_KINDS, EncoderKind, document_encoder, export_encoder
@@ -40,7 +48,7 @@ class HybridGroup(click.Group):
         except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort):
             raise
         except (HybridError, ValueError) as error:
-            raise click.ClickException(str(error)) from error
+            raise click.ClickException(with_advice(error)) from error
         except OSError as error:
             where = f"{error.filename}: " if error.filename else ""
             raise click.ClickException(f"{where}{error.strerror or error}") from error
@@ -51,6 +59,21 @@ class HybridGroup(click.Group):
                 raise
             raise click.ClickException(f"unexpected error: {type(error).__name__}: {error} (run with "
                                        "HYBRID_DEBUG=1 to see where it happened)") from error
+
+
+def with_advice(error: Exception) -> str:
+    """The error's message and what a user of this command line can do about it: the library's errors say
+    what went wrong, and an application that catches them gives advice of its own."""
+    if isinstance(error, IndexNotFoundError):
+        return f"{error}; create it with `hybrid ingest SOURCE --index {error.index}`"
+    if isinstance(error, NotAClusterError):
+        return f"{error}; point --opensearch / OPENSEARCH_URL at an OpenSearch cluster"
+    if isinstance(error, ClusterUnavailableError) and error.status is None:  # nothing answered
+        return (f"{error}; start it (docker/opensearch-node.sh start, or docker compose -f docker/docker-compose.yml "
+                "up -d) or point --opensearch / OPENSEARCH_URL at a running cluster")
+    if isinstance(error, CredentialsRefusedError):
+        return f"{error}; set OPENSEARCH_USER and OPENSEARCH_PASSWORD to a user allowed to read and write the index"
+    return str(error)
 
 
 def comma_list(value: str) -> list[str]:

@@ -11,20 +11,36 @@ def install_hint(extra: str | None = None) -> str:
 
 
 class HybridError(Exception):
-    """Base class: the message says what went wrong and what to do about it."""
+    """Base class of every error hybrid raises on purpose; the message says what went wrong.
+
+    An application maps the subclasses to its own answers (404, 400, 429, 503, ...): see
+    :class:`IndexNotFoundError`, :class:`BadRequestError`, :class:`OverloadedError`,
+    :class:`ClusterUnavailableError`. ``status`` is the HTTP status the cluster answered, where one came back;
+    ``retriable`` says whether the same call may succeed later unchanged. The error a cluster's client raised
+    is kept as ``__cause__``."""
+
+    retriable: bool = False
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 class SourceError(HybridError):
     """The input documents are unusable: the message names the file, line and field."""
 
 
-class IndexNotFoundError(HybridError):
-    """The named index does not exist."""
+class BadRequestError(HybridError, ValueError):
+    """The query, its settings or the index name cannot be served as given (an application's 400). It is a
+    ValueError too, as every argument a search refuses is."""
 
-    def __init__(self, index: str, where: str) -> None:
-        super().__init__(
-            f"index {index!r} does not exist in {where}; create it with `hybrid ingest SOURCE --index {index}`"
-        )
+
+class IndexNotFoundError(HybridError):
+    """The named index does not exist (an application's 404)."""
+
+    def __init__(self, index: str, where: str, *, status: int | None = None) -> None:
+        super().__init__(f"index {index!r} does not exist in {where}", status=status)
+        self.index = index
 
 
 class VersionGoneError(HybridError):
@@ -33,6 +49,32 @@ class VersionGoneError(HybridError):
 
 class IncompatibleIndexError(HybridError):
     """The index was built with another model or dimension; writing to it would mix vector spaces."""
+
+
+class ClusterUnavailableError(HybridError):
+    """The cluster could not be reached, or answered with a server error or not as a cluster does (an
+    application's 503). Retriable: the same call may succeed once the cluster is back."""
+
+    retriable = True
+
+
+class NotAClusterError(ClusterUnavailableError):
+    """Something answered at the cluster's address, but not as OpenSearch does (a proxy in front of a node
+    being replaced, another service on the port)."""
+
+
+class OverloadedError(HybridError):
+    """The cluster refused the request for now (HTTP 429: queues full, a circuit breaker): an application's
+    429. Retriable, after a pause."""
+
+    retriable = True
+
+    def __init__(self, message: str, *, status: int | None = 429) -> None:
+        super().__init__(message, status=status)
+
+
+class CredentialsRefusedError(HybridError):
+    """The cluster refused the credentials, or the user may not do this (HTTP 401 or 403)."""
 
 
 class MissingExtraError(HybridError):

@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 from .backends import open_backend
 from .backends.base import LEGS, Backend, Filters, IndexMeta, LegHit, LegQuery, Snapshot, check_index_name
 from .embed import Encoder
-from .errors import VersionGoneError
+from .errors import BadRequestError, VersionGoneError
 from .fusion import DEFAULT_RANK_CONSTANT, Combination, FusedHit, Fusion, LegRank, Method
 from .onnx_encoder import EncoderKind, query_encoder_for
 
@@ -76,13 +76,13 @@ class SearchSettings:
 
     def __post_init__(self) -> None:
         if not isinstance(self.window, int):
-            raise ValueError(f"window must be a whole number, got {self.window!r}")
+            raise BadRequestError(f"window must be a whole number, got {self.window!r}")
         if self.window < 1:
-            raise ValueError(f"window must be at least 1, got {self.window}")
+            raise BadRequestError(f"window must be at least 1, got {self.window}")
         if not isinstance(self.weights, Mapping):
-            raise ValueError(f"weights must map legs to numbers, got {self.weights!r}")
+            raise BadRequestError(f"weights must map legs to numbers, got {self.weights!r}")
         if not set(self.weights) <= set(LEGS):
-            raise ValueError(f"weights name unknown legs {sorted(set(self.weights) - set(LEGS))}; legs are {LEGS}")
+            raise BadRequestError(f"weights name unknown legs {sorted(set(self.weights) - set(LEGS))}; legs are {LEGS}")
         self._fusion(self.weights)  # validates method, combination, rank constant and weights
 
     def _fusion(self, weights: Mapping[str, float]) -> Fusion:
@@ -106,7 +106,7 @@ class SearchSettings:
         """Settings from a JSON file; a setting it leaves out keeps its default."""
         data = json.loads(Path(path).read_text())
         if not isinstance(data, dict):
-            raise ValueError(f"{path}: expected a JSON object of settings, got {type(data).__name__}")
+            raise BadRequestError(f"{path}: expected a JSON object of settings, got {type(data).__name__}")
         return cls(**{name: data[name] for name in cls.__dataclass_fields__ if name in data})
 
     def to_dict(self) -> dict[str, Any]:
@@ -157,7 +157,7 @@ class Searcher:
         2.19+) with the same settings; where the cluster cannot, they fuse here, and the log says why, once."""
         check_index_name(index)
         if fusion_on not in FUSION_SITES:
-            raise ValueError(f"fusion_on must be one of {', '.join(FUSION_SITES)}, got {fusion_on!r}")
+            raise BadRequestError(f"fusion_on must be one of {', '.join(FUSION_SITES)}, got {fusion_on!r}")
         self.index = index
         self.backend = backend or open_backend(data_dir, opensearch)
         self.settings = settings or SearchSettings()
@@ -198,15 +198,15 @@ class Searcher:
     def _check(self, queries: Sequence[str], mode: Mode, depth: int) -> None:
         """Refuse what no backend should be asked, wherever the search goes."""
         if mode not in MODES:
-            raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+            raise BadRequestError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
         if any(not query.strip() for query in queries):
-            raise ValueError("the query is empty")
+            raise BadRequestError("the query is empty")
         if depth < 1:
-            raise ValueError(f"window must be at least 1, got {depth}")
+            raise BadRequestError(f"window must be at least 1, got {depth}")
         limit = self.backend.max_depth
         if limit is not None and depth > limit:
-            raise ValueError(f"this needs {depth} candidates from each leg, but {self.backend.location} returns at "
-                             f"most {limit} per query; lower --window, --offset or -k")
+            raise BadRequestError(f"this needs {depth} candidates from each leg, but {self.backend.location} "
+                                  f"returns at most {limit} per query; lower the window, the offset or k")
 
     def retrieve(self, query: str, mode: Mode = "hybrid", window: int | None = None,
                  filters: Filters | None = None) -> dict[str, list[LegHit]]:
@@ -257,9 +257,9 @@ class Searcher:
         is an error.
         """
         if k < 1:
-            raise ValueError(f"k must be at least 1, got {k}")
+            raise BadRequestError(f"k must be at least 1, got {k}")
         if offset < 0:
-            raise ValueError(f"offset must not be negative, got {offset}")
+            raise BadRequestError(f"offset must not be negative, got {offset}")
         settings = self.settings.but(fusion=fusion, combination=combination, rank_constant=rank_constant,
                                      weights=weights, window=window)
         depth = candidate_depth(settings.window, offset + k)

@@ -27,7 +27,16 @@ from opensearchpy import ConnectionPool, JSONSerializer, OpenSearch, helpers
 from opensearchpy import exceptions as os_errors
 
 from ..documents import INTERNAL_FIELDS
-from ..errors import HybridError, IndexNotFoundError, VersionGoneError
+from ..errors import (
+    BadRequestError,
+    ClusterUnavailableError,
+    CredentialsRefusedError,
+    HybridError,
+    IndexNotFoundError,
+    NotAClusterError,
+    OverloadedError,
+    VersionGoneError,
+)
 from .base import (
     Filters,
     IndexInfo,
@@ -294,39 +303,39 @@ class OpenSearchBackend:
 
     @contextmanager
     def _errors(self, index: str | None = None) -> Iterator[None]:
-        """Turn client errors into one-line messages that say what to do."""
+        """Turn client errors into one-line errors an application can map (see ``hybrid.errors``), each
+        keeping the client's error as its cause and the HTTP status where one came back."""
         try:
             yield
         except os_errors.NotFoundError as error:
             if index is not None and error.error == "index_not_found_exception":
                 if VERSION_NAME.fullmatch(index):
-                    raise VersionGoneError(f"{index} is gone from {self.location}") from None
-                raise IndexNotFoundError(index, self.location) from None
+                    raise VersionGoneError(f"{index} is gone from {self.location}", status=404) from error
+                raise IndexNotFoundError(index, self.location, status=404) from error
             if not isinstance(error.info, dict):
-                raise self._not_opensearch(error.status_code) from None
-            raise HybridError(f"OpenSearch at {self.location}: {error.error} ({_reason(error)})") from None
-        except (os_errors.AuthenticationException, os_errors.AuthorizationException):
-            raise HybridError(
-                f"OpenSearch at {self.location} refused the credentials: set OPENSEARCH_USER and "
-                "OPENSEARCH_PASSWORD to a user allowed to read and write the index"
-            ) from None
+                raise self._not_opensearch(error.status_code) from error
+            raise HybridError(f"OpenSearch at {self.location}: {error.error} ({_reason(error)})",
+                              status=404) from error
+        except (os_errors.AuthenticationException, os_errors.AuthorizationException) as error:
+            raise CredentialsRefusedError(
+                f"OpenSearch at {self.location} refused the credentials (HTTP {error.status_code})",
+                status=error.status_code) from error
         except os_errors.ConnectionError as error:
-            raise HybridError(
-                f"cannot reach OpenSearch at {self.location} ({type(error.info).__name__ if error.info else error}); "
-                "start it (docker/opensearch-node.sh start, or docker compose -f docker/docker-compose.yml up -d) "
-                "or point --opensearch / OPENSEARCH_URL at a running cluster"
-            ) from None
-        except os_errors.SerializationError:
-            raise self._not_opensearch(200) from None
+            raise ClusterUnavailableError(
+                f"cannot reach OpenSearch at {self.location} "
+                f"({type(error.info).__name__ if error.info else error})") from error
+        except os_errors.SerializationError as error:
+            raise self._not_opensearch(200) from error
         except os_errors.TransportError as error:
             if not isinstance(error.info, dict):
-                raise self._not_opensearch(error.status_code) from None
-            raise HybridError(f"OpenSearch at {self.location} answered {error.status_code} {error.error}: "
-                              f"{_reason(error)}") from None
+                raise self._not_opensearch(error.status_code) from error
+            raise _answered(f"OpenSearch at {self.location} answered {error.status_code} {error.error}: "
+                            f"{_reason(error)}", error.status_code) from error
 
-    def _not_opensearch(self, status: Any) -> HybridError:
-        return HybridError(f"{self.location} answered HTTP {status} without an OpenSearch response: is it an "
-                           "OpenSearch cluster? Point --opensearch / OPENSEARCH_URL at one")
+    def _not_opensearch(self, status: Any) -> NotAClusterError:
+        return NotAClusterError(
+            f"{self.location} answered HTTP {status} without an OpenSearch response: is it an OpenSearch "
+            "cluster?", status=status if isinstance(status, int) else None)
 
     def _with_retries(self, call: Callable[[], T], attempts: int, what: str, said: list[str] | None = None) -> T:
         """Retry 429, 5xx and lost connections, waiting 1, 2, 4 ... s (saying so, and adding it to ``said``);
@@ -567,9 +576,9 @@ class OpenSearchBackend:
                 error = response["error"]
                 if error.get("type") == "index_not_found_exception":
                     if VERSION_NAME.fullmatch(target):
-                        raise VersionGoneError(f"{target} is gone from {self.location}")
-                    raise IndexNotFoundError(target, self.location)
-                raise HybridError(f"OpenSearch {leg} query failed: {error.get('reason', error)}")
+                        raise VersionGoneError(f"{target} is gone from {self.location}", status=404)
+                    raise IndexNotFoundError(target, self.location, status=404)
+                raise _answered(f"OpenSearch {leg} query failed: {error.get('reason', error)}", response.get("status"))
             convert = inner_product if leg == "vector" else float
             legs[leg] = [LegHit(hit_id(h), convert(h["_score"])) for h in response["hits"]["hits"]]
         return legs
@@ -629,6 +638,18 @@ class OpenSearchBackend:
     def delete_search_pipeline(self, name: str) -> None:
         with self._errors():
             self.client.search_pipeline.delete(id=name)
+
+
+def _answered(message: str, status: Any) -> HybridError:
+    """The error for an answer the cluster gave: overloaded (429), unavailable (5xx), a bad request (400)."""
+    code = status if isinstance(status, int) else None
+    if code == 429:
+        return OverloadedError(message)
+    if code is not None and code >= 500:
+        return ClusterUnavailableError(message, status=code)
+    if code == 400:
+        return BadRequestError(message, status=code)
+    return HybridError(message, status=code)
 
 
 def _reason(error: os_errors.TransportError) -> str:

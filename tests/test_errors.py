@@ -1,0 +1,100 @@
+"""Errors an application can map to its own answers: each failure of a search is one exported class, keeps
+the client's error as its cause and the HTTP status the cluster gave; the CLI adds its own advice."""
+
+from __future__ import annotations
+
+import http.server
+import json
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import pytest
+from click.testing import CliRunner
+from opensearchpy import exceptions as os_errors
+
+import hybrid
+from hybrid.backends.local import LocalBackend
+from hybrid.backends.opensearch import Connection, OpenSearchBackend
+from hybrid.cli import cli
+
+
+@contextmanager
+def answering(status: int, body: bytes, content_type: str = "application/json") -> Iterator[str]:
+    """A server on loopback that answers every request with ``status`` and ``body``: a cluster in trouble,
+    or a proxy in front of it."""
+
+    class Answer(http.server.BaseHTTPRequestHandler):
+        def answer(self) -> None:
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(body)
+
+        do_GET = do_POST = do_HEAD = answer  # noqa: N815 (the names http.server calls)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Answer)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def opensearch_error(status: int, kind: str) -> bytes:
+    return json.dumps({"error": {"type": kind, "reason": f"{kind} here"}, "status": status}).encode()
+
+
+@pytest.mark.parametrize(("status", "body", "error", "retriable"), [
+    (429, opensearch_error(429, "rejected_execution_exception"), hybrid.OverloadedError, True),
+    (503, opensearch_error(503, "cluster_block_exception"), hybrid.ClusterUnavailableError, True),
+    (400, opensearch_error(400, "parsing_exception"), hybrid.BadRequestError, False),
+    (401, opensearch_error(401, "security_exception"), hybrid.CredentialsRefusedError, False),
+    (404, b"<html>Not here</html>", hybrid.NotAClusterError, True),
+])
+def test_each_answer_is_an_error_an_application_can_map(status, body, error, retriable):
+    content_type = "text/html" if body.startswith(b"<") else "application/json"
+    with answering(status, body, content_type) as url:
+        backend = OpenSearchBackend(Connection(url, timeout=2, search_attempts=1, retries=1))
+        with pytest.raises(error) as raised:
+            hybrid.Searcher("docs", backend).search("anything")
+    assert raised.value.status == status and raised.value.retriable is retriable
+    assert isinstance(raised.value, hybrid.HybridError)
+    assert isinstance(raised.value.__cause__, os_errors.TransportError)  # the client's error, kept
+
+
+def test_a_cluster_that_is_down_is_unavailable_and_retriable():
+    backend = OpenSearchBackend(Connection("http://127.0.0.1:9", timeout=1, search_attempts=1))
+    with pytest.raises(hybrid.ClusterUnavailableError) as raised:
+        hybrid.Searcher("docs", backend).search("anything")
+    assert raised.value.retriable and raised.value.status is None
+    assert isinstance(raised.value.__cause__, os_errors.ConnectionError)
+    assert "opensearch-node.sh" not in str(raised.value)  # the CLI's advice is the CLI's
+    result = CliRunner().invoke(cli, ["search", "anything", "--index", "docs", "--opensearch", "http://127.0.0.1:9"])
+    assert result.exit_code == 1 and "cannot reach OpenSearch at http://127.0.0.1:9" in result.output
+    assert "docker/opensearch-node.sh start" in result.output and len(result.output.strip().splitlines()) == 1
+
+
+def test_a_missing_index_is_not_found_on_both_backends(tmp_path, opensearch):
+    for backend in (LocalBackend(tmp_path), opensearch):
+        with pytest.raises(hybrid.IndexNotFoundError) as raised:
+            hybrid.Searcher("no-such-index", backend).search("anything")
+        assert raised.value.index == "no-such-index" and not raised.value.retriable
+        assert "hybrid ingest" not in str(raised.value)
+    result = CliRunner().invoke(cli, ["search", "x", "--index", "no-such-index", "--data-dir", str(tmp_path)])
+    assert result.exit_code == 1 and "create it with `hybrid ingest SOURCE --index no-such-index`" in result.output
+
+
+def test_a_bad_query_is_a_bad_request_and_still_a_value_error(local_cranfield):
+    searcher = hybrid.Searcher("cranfield", local_cranfield)
+    for call in (lambda: searcher.search(""), lambda: searcher.search("shock", k=0),
+                 lambda: searcher.search("shock", mode="fuzzy")):  # type: ignore[arg-type]
+        with pytest.raises(hybrid.BadRequestError) as raised:
+            call()
+        assert isinstance(raised.value, ValueError) and not raised.value.retriable
