@@ -38,7 +38,8 @@ from hybrid.backends.local import LocalBackend  # noqa: E402
 from hybrid.backends.opensearch import Connection, OpenSearchBackend, index_body  # noqa: E402
 from hybrid.embed import Embedder  # noqa: E402
 from hybrid.evaluate import evaluate_modes, load_qrels, load_queries  # noqa: E402
-from hybrid.searcher import DEFAULT_WINDOW, Searcher  # noqa: E402
+from hybrid.searcher import Searcher  # noqa: E402
+from hybrid.settings import DEFAULT_WINDOW  # noqa: E402
 
 CACHE = Path.home() / ".cache" / "hybrid"
 RESULTS = Path(__file__).parent / "results" / "cluster.json"

@@ -29,7 +29,8 @@ from hybrid.embed import Embedder  # noqa: E402
 from hybrid.evaluate import evaluate_modes, load_qrels, load_queries  # noqa: E402
 from hybrid.finetune import finetune, labelled_pairs, split_by_query, work_indexes  # noqa: E402
 from hybrid.ingest import chunking_setting  # noqa: E402
-from hybrid.searcher import Searcher, SearchSettings  # noqa: E402
+from hybrid.searcher import Searcher  # noqa: E402
+from hybrid.settings import SearchSettings  # noqa: E402
 from hybrid.sources import read_documents  # noqa: E402
 
 METRICS = ["ndcg@10", "recall@100"]

@@ -26,7 +26,8 @@ from hybrid.backends.local import LocalBackend  # noqa: E402
 from hybrid.evaluate import evaluate_modes, load_qrels, load_queries, tune  # noqa: E402
 from hybrid.ingest import ingest_documents  # noqa: E402
 from hybrid.onnx_encoder import document_encoder  # noqa: E402
-from hybrid.searcher import Searcher, SearchSettings  # noqa: E402
+from hybrid.searcher import Searcher  # noqa: E402
+from hybrid.settings import SearchSettings  # noqa: E402
 from hybrid.sources import read_documents  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]

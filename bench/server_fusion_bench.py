@@ -38,8 +38,9 @@ from hybrid.backends.local import LocalBackend  # noqa: E402
 from hybrid.backends.opensearch import IDS_ONLY, Connection, OpenSearchBackend  # noqa: E402
 from hybrid.embed import Embedder  # noqa: E402
 from hybrid.evaluate import load_qrels, load_queries, score  # noqa: E402
-from hybrid.searcher import MODES, Searcher, SearchSettings  # noqa: E402
+from hybrid.searcher import MODES, Searcher  # noqa: E402
 from hybrid.server_fusion import create_pipeline, delete_pipeline, hybrid_query  # noqa: E402
+from hybrid.settings import SearchSettings  # noqa: E402
 
 SCIFACT, LARGE, PIPELINE = "bench-server-fusion", "bench-server-fusion-large", "bench-server-fusion"
 RESULTS = Path(__file__).parent / "results" / "server_fusion.json"

@@ -4,9 +4,7 @@ Importing this package stays light (no click, torch or plotting) so a web backen
 every start; the query encoder (an ONNX export, no torch) loads on the first query.
 """
 
-__version__ = "0.1.0"
-
-from .errors import (  # noqa: E402
+from .errors import (
     BadRequestError,
     ClusterUnavailableError,
     CredentialsRefusedError,
@@ -16,8 +14,11 @@ from .errors import (  # noqa: E402
     NotAClusterError,
     OverloadedError,
 )
-from .fusion import Fusion, LegRank, rrf  # noqa: E402
-from .searcher import Hit, Searcher, SearchSettings  # noqa: E402
+from .fusion import Fusion, LegRank, rrf
+from .hits import Hit
+from .searcher import Searcher
+from .settings import SearchSettings
+from .version import __version__
 
 __all__ = [
     "BadRequestError", "ClusterUnavailableError", "CredentialsRefusedError", "Fusion", "Hit", "HybridError",

@@ -29,9 +29,11 @@ from .errors import (
     require_extra,
 )
 from .fusion import COMBINATIONS, DEFAULT_RANK_CONSTANT, METHODS, Combination, LegRank, Method
+from .hits import Hit
 from .ingest import ingest
 from .onnx_encoder import ENCODER_KINDS, EncoderKind, document_encoder, export_encoder
-from .searcher import DEFAULT_WINDOW, FUSION_SITES, MODES, FusionSite, Hit, Searcher, SearchSettings
+from .searcher import FUSION_SITES, MODES, FusionSite, Searcher
+from .settings import DEFAULT_WINDOW, SearchSettings
 
 if TYPE_CHECKING:
     from .backends.opensearch import OpenSearchBackend

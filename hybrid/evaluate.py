@@ -22,7 +22,8 @@ from tqdm.auto import tqdm
 from .backends.base import LegHit
 from .errors import SourceError, require_extra
 from .fusion import COMBINATIONS, METHODS, Method
-from .searcher import MODES, Mode, Searcher, SearchSettings
+from .searcher import MODES, Mode, Searcher
+from .settings import SearchSettings
 
 DEFAULT_METRICS = ("ndcg@10", "recall@100", "mrr@10", "map@100")
 Run = dict[str, dict[str, float]]

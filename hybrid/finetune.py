@@ -36,7 +36,8 @@ from .embed import DEFAULT_MODEL, Embedder, resolve_model_path
 from .errors import require_extra
 from .evaluate import Qrels, evaluate_modes
 from .ingest import chunking_setting, ingest_documents, splitter
-from .searcher import Searcher, SearchSettings, candidate_depth
+from .searcher import Searcher, candidate_depth
+from .settings import SearchSettings
 
 REPORT_FILE = "hybrid-finetune.json"
 TRAINING_MODULES = ("datasets", "accelerate", "ranx")

@@ -41,7 +41,8 @@ from .backends.opensearch import (
 )
 from .errors import HybridError
 from .fusion import LegRank
-from .searcher import Hit, SearchSettings
+from .hits import Hit
+from .settings import SearchSettings
 
 FEATURES = {
     "hybrid query": (2, 10),

@@ -12,7 +12,8 @@ from hybrid.cli import cli
 from hybrid.errors import SourceError
 from hybrid.evaluate import load_qrels, save_trec_run, score
 from hybrid.fusion import Fusion
-from hybrid.searcher import Searcher, SearchSettings
+from hybrid.searcher import Searcher
+from hybrid.settings import SearchSettings
 
 
 def test_metrics_on_a_hand_made_run():

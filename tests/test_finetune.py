@@ -26,7 +26,8 @@ from hybrid.finetune import (
     split_by_query,
 )
 from hybrid.ingest import ingest_documents, reindex, rollback
-from hybrid.searcher import Searcher, SearchSettings
+from hybrid.searcher import Searcher
+from hybrid.settings import SearchSettings
 from hybrid.sources import read_documents
 
 CORPUS = [

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from hybrid.backends.base import LegHit
 from hybrid.evaluate import LegRuns, choose, fusion_grid
 from hybrid.fusion import COMBINATIONS, METHODS, MIN_SCORE, Fusion, LegRank, combine, normalize, rrf
-from hybrid.searcher import SearchSettings
+from hybrid.settings import SearchSettings
 
 
 def test_document_in_both_legs_sums_its_reciprocal_ranks():

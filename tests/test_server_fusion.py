@@ -16,7 +16,7 @@ from hybrid.cli import cli
 from hybrid.errors import HybridError
 from hybrid.evaluate import load_queries
 from hybrid.fusion import MIN_SCORE, LegRank
-from hybrid.searcher import Searcher, SearchSettings
+from hybrid.searcher import Searcher
 from hybrid.server_fusion import (
     NeuralSearch,
     check_pipeline_name,
@@ -29,6 +29,7 @@ from hybrid.server_fusion import (
     pipeline_body,
     probe,
 )
+from hybrid.settings import SearchSettings
 
 V2_19, V3_1 = NeuralSearch((2, 19, 1, 0)), NeuralSearch((3, 1, 0, 0))
 TIED = 1e-5

@@ -16,10 +16,10 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from .. import __version__
 from ..chunking import Chunking
 from ..documents import DEFAULT_TEXT_FIELDS
 from ..errors import HybridError
+from ..version import __version__
 
 SPACE_TYPE = "innerproduct"
 LEGS = ("bm25", "vector")
