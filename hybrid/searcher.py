@@ -48,7 +48,9 @@ class Searcher:
 
     Each query is answered from one version of the index (a ``Snapshot``) and its query vector comes
     from the model that version was built with, so after ``hybrid reindex`` switches models no query
-    ever scores one model's vector against another's. Models load on the first query that needs them.
+    ever scores one model's vector against another's. Building one does no I/O; the index is looked up and
+    its query encoder loaded by ``warm_up()`` (at an application's start) or else by the first query.
+    ``close()``, or ``with Searcher(...) as searcher:``, releases the connections it opened.
     """
 
     def __init__(
@@ -84,8 +86,9 @@ class Searcher:
         self.snapshot_ttl_s = self.backend.snapshot_ttl_s if snapshot_ttl_s is None else snapshot_ttl_s
         self._given = embedder
         self._encoder_kind = query_encoder
-        self._snapshot = self.backend.snapshot(index)
-        self._taken_at = time.monotonic()
+        self._owns_backend = backend is None  # one it opened itself, it closes; one it was given, not
+        self._snapshot: Snapshot | None = None  # taken by warm_up or the first query: building does no I/O
+        self._taken_at = -math.inf
         self.fusion_on = fusion_on
         self._server: ServerFusion | None = None
         self._said: set[str] = set()
@@ -111,9 +114,30 @@ class Searcher:
 
     def _current(self, refresh: bool = False) -> Snapshot:
         """The pinned snapshot, taken anew once it is older than ``snapshot_ttl_s`` (or when asked)."""
-        if refresh or time.monotonic() - self._taken_at >= self.snapshot_ttl_s:
-            self._snapshot, self._taken_at = self.backend.snapshot(self.index), time.monotonic()
-        return self._snapshot
+        snapshot = self._snapshot
+        if snapshot is None or refresh or time.monotonic() - self._taken_at >= self.snapshot_ttl_s:
+            snapshot = self.backend.snapshot(self.index)
+            self._snapshot, self._taken_at = snapshot, time.monotonic()
+        return snapshot
+
+    def warm_up(self) -> Searcher:
+        """Check the index and load its query encoder now (call it at an application's start), so the first
+        query is as fast as the rest. Raises what a search would: the index is missing, the cluster is down."""
+        snapshot = self._current(refresh=True)
+        self._embedder(snapshot).encode(["warm up"])
+        return self
+
+    def close(self) -> None:
+        """Release the connections of a backend this searcher opened itself (from ``opensearch=`` or
+        ``data_dir=``); a backend handed in stays the caller's to close."""
+        if self._owns_backend:
+            self.backend.close()
+
+    def __enter__(self) -> Searcher:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
     def _check(self, queries: Sequence[str], mode: Mode, depth: int) -> None:
         """Refuse what no backend should be asked, wherever the search goes."""

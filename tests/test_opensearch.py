@@ -128,9 +128,10 @@ def test_layout_settings_from_the_environment_are_checked(monkeypatch):
         Connection.from_env()
 
 
-def test_missing_index_says_how_to_create_it(opensearch):
-    with pytest.raises(IndexNotFoundError, match="hybrid ingest SOURCE --index no-such-index"):
-        Searcher("no-such-index", opensearch)
+def test_missing_index_names_it(opensearch):
+    with pytest.raises(IndexNotFoundError, match="index 'no-such-index' does not exist in http://") as raised:
+        Searcher("no-such-index", opensearch).search("anything")
+    assert raised.value.status == 404
 
 
 def hybrid(*args: str) -> subprocess.CompletedProcess[str]:

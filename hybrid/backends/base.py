@@ -253,3 +253,7 @@ class Backend(Protocol):
     def versions(self, index: str) -> list[Version]:
         """All versions of ``index``, oldest first."""
         ...
+
+    def close(self) -> None:
+        """Release what the backend holds open (a cluster client's connections); it is not used after."""
+        ...

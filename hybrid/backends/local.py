@@ -450,6 +450,9 @@ class LocalBackend:
         writer = LocalWriter(self, index, meta, fresh=True)
         return writer.final.name, writer
 
+    def close(self) -> None:
+        """Nothing to release: every read opens and closes its own files."""
+
     def switch(self, index: str, version: str) -> None:
         if version not in {v.name for v in self.versions(index)}:
             raise HybridError(f"{version!r} is not a version of index {index!r}")

@@ -549,6 +549,10 @@ class OpenSearchBackend:
                 request_timeout=self.connection.write_timeout)
         return version, OpenSearchWriter(self, version, fresh=True, meta=meta)
 
+    def close(self) -> None:
+        """Close the client's connections to every node."""
+        self.client.close()
+
     def switch(self, index: str, version: str) -> None:
         """Move the alias in one ``_aliases`` call: searches see the old version or the new, never neither."""
         current = self._serving(index)
