@@ -139,7 +139,10 @@ class Embedder:
 
     @property
     def max_tokens(self) -> int:
-        return int(self.model.max_seq_length)
+        length = self.model.max_seq_length
+        if length is None:  # every sentence-transformers model we know sets one; chunking cannot do without
+            raise HybridError(f"model {self.name!r} does not say how many word pieces it reads (max_seq_length)")
+        return int(length)
 
     def encode(self, texts: Sequence[str], batch_size: int = 32) -> np.ndarray:
         """Encode texts as a (len(texts), dimension) float32 matrix of unit vectors."""

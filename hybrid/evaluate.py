@@ -152,7 +152,7 @@ def evaluate_modes(
     judged = judged_queries(queries, qrels)
     settings = searcher.settings
     legs = retrieve_legs(searcher, judged, max(settings.window, depth), progress)
-    runs = {mode: legs.fuse(settings, depth, mode, exclude_self) for mode in modes}
+    runs: dict[str, Run] = {mode: legs.fuse(settings, depth, mode, exclude_self) for mode in modes}
     return score(qrels, runs, metrics), runs
 
 

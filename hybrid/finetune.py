@@ -291,7 +291,8 @@ def finetune(
     by_id = {d.id: d for d in documents}
     judged = labelled or bool(dev_qrels)
     log = {} if labelled else {q: text for q, text in (log_queries or {}).items() if q not in (dev_qrels or {})}
-    pairs = labelled_pairs(queries, qrels, by_id) if labelled else [] if log else pseudo_pairs(documents, seed)
+    pairs = labelled_pairs(queries or {}, qrels or {}, by_id) if labelled else [] if log else \
+        pseudo_pairs(documents, seed)
     if not (pairs or log):
         raise ValueError("no training pairs: no judged query matches the corpus, and no queries, titles or passages "
                          "to use")

@@ -144,8 +144,11 @@ def _fused_hit(doc_id: str, score: float, by_leg: Mapping[str, Place], legs: Ite
 
 
 def _first_places(hits: Sequence[tuple[str, float]]) -> list[tuple[str, float]]:
-    seen: set[str] = set()
-    return [(doc_id, score) for doc_id, score in hits if not (doc_id in seen or seen.add(doc_id))]
+    """Each document at its first (best) place only."""
+    first: dict[str, float] = {}
+    for doc_id, score in hits:
+        first.setdefault(doc_id, score)
+    return list(first.items())
 
 
 def normalize(scores: Sequence[float], method: Method) -> list[float]:

@@ -372,7 +372,7 @@ def _manifest_fields(model: str, st: SentenceTransformer) -> dict[str, Any]:
     if kinds[:2] != ["Transformer", "Pooling"] or set(kinds[2:]) - {"Normalize"}:
         raise UnsupportedModelError(f"model {model!r} has modules {kinds}; the ONNX query encoder reproduces "
                                     "Transformer + Pooling (+ Normalize) only, so queries use torch")
-    pooling = st[1].get_config_dict()
+    pooling = st[1].get_config_dict()  # type: ignore[operator]  # torch's stubs type module indexing as a Tensor
     modes = [pooling["pooling_mode"]] if "pooling_mode" in pooling else [
         name for name in POOLINGS if pooling.get(f"pooling_mode_{name}_token" + ("s" if name != "cls" else ""))]
     if len(modes) != 1 or modes[0] not in POOLINGS or not pooling.get("include_prompt", True):

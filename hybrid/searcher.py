@@ -12,13 +12,13 @@ import threading
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, cast
 
 from tqdm.auto import tqdm
 
 from .backends import open_backend
 from .backends.base import Backend, Filters, IndexMeta, LegHit, LegQuery, Snapshot, check_index_name
-from .embed import Encoder
+from .embed import Encoder, Precision
 from .errors import BadRequestError, VersionGoneError
 from .fusion import Combination, Method
 from .hits import Hit
@@ -110,7 +110,7 @@ class Searcher:
         given = self._given
         if given is not None and (given.name, getattr(given, "precision", "fp32")) == (meta.model, meta.precision):
             return given
-        return query_encoder_for(meta.model, meta.precision, self._encoder_kind)
+        return query_encoder_for(meta.model, cast(Precision, meta.precision), self._encoder_kind)
 
     def _current(self, refresh: bool = False) -> Snapshot:
         """The pinned snapshot, taken anew once it is older than ``snapshot_ttl_s`` (or when asked)."""

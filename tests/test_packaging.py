@@ -61,7 +61,7 @@ def test_the_wheel_builds_quietly_and_its_query_only_install_searches_both_backe
     assert "warning" not in log and "deprecat" not in log, built.stdout + built.stderr
     [wheel] = (tmp_path / "dist").glob("*.whl")
     assert wheel.name.startswith("hybrid_search_toolkit-")  # the name we own on PyPI (hybrid-search is not ours)
-    assert "hybrid/mappings/index.json" in zipfile.ZipFile(wheel).namelist()
+    assert {"hybrid/mappings/index.json", "hybrid/py.typed"} <= set(zipfile.ZipFile(wheel).namelist())
 
     venv = tmp_path / "venv"
     assert run(BIN / "uv", "venv", "--quiet", "--python", sys.executable, venv).returncode == 0
@@ -100,6 +100,12 @@ def test_the_wheel_builds_quietly_and_its_query_only_install_searches_both_backe
     assert no_model.returncode == 1 and len(no_model.stderr.strip().splitlines()) == 1, no_model.stderr
     assert install_hint('ingest') in no_model.stderr
     opensearch.delete("wheel-check")
+
+
+def test_the_package_type_checks():
+    """Applications type-check against hybrid's API (it ships py.typed), so the package must be clean."""
+    result = run(BIN / "mypy", cwd=ROOT)
+    assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_the_distribution_name_is_the_one_every_message_gives():

@@ -319,7 +319,7 @@ class OpenSearchBackend:
         except (os_errors.AuthenticationException, os_errors.AuthorizationException) as error:
             raise CredentialsRefusedError(
                 f"OpenSearch at {self.location} refused the credentials (HTTP {error.status_code})",
-                status=error.status_code) from error
+                status=error.status_code if isinstance(error.status_code, int) else None) from error
         except os_errors.ConnectionError as error:
             raise ClusterUnavailableError(
                 f"cannot reach OpenSearch at {self.location} "
@@ -365,7 +365,7 @@ class OpenSearchBackend:
         with self._errors():
             mappings = self.client.indices.get_mapping(index="*", expand_wildcards="open")
             aliases = self.client.indices.get_alias(index="*", expand_wildcards="open")
-        names = set()
+        names: set[str] = set()
         for concrete, body in mappings.items():
             alias = aliases.get(concrete, {}).get("aliases")
             if "hybrid" in body["mappings"].get("_meta", {}) and (alias or not VERSION_NAME.fullmatch(concrete)):
