@@ -8,6 +8,8 @@ cannot reproduce, and where a caller passes an ``Embedder``; ``onnx_encoder`` en
 
 from __future__ import annotations
 
+import os
+import sys
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -79,6 +81,18 @@ class Encoder(Protocol):
         ...
 
     def encode(self, texts: Sequence[str], batch_size: int = 32) -> np.ndarray: ...
+
+
+def _one_torch_thread_after_fork() -> None:
+    """A forked child runs torch on one thread. torch's operators run on GNU OpenMP, whose threads stay
+    behind in the parent: the child's first parallel operator would wait for them forever (a pre-forking
+    server, gunicorn --preload, that encoded a query before forking). One thread never asks for them."""
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.set_num_threads(1)
+
+
+os.register_at_fork(after_in_child=_one_torch_thread_after_fork)
 
 
 class Embedder:

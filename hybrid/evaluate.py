@@ -105,10 +105,12 @@ def retrieve_legs(searcher: Searcher, queries: Mapping[str, str], window: int, p
 
 
 def require_eval(*also: str) -> None:
-    """Import ranx (and ``also``), or say in one line which extra brings them. Quietly: on Python 3.12+,
-    compiling ranx raises SyntaxWarnings about the LaTeX in its report strings, which are not ours to fix."""
+    """Import ranx (and ``also``), or say in one line which extra brings them. Quietly: compiling ranx warns
+    about the LaTeX escapes in its report strings (DeprecationWarning to 3.11, SyntaxWarning from 3.12),
+    which are not ours to fix."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", SyntaxWarning)
+        warnings.simplefilter("ignore", DeprecationWarning)
         require_extra("eval", "ranx", *also)
 
 

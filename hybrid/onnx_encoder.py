@@ -248,10 +248,14 @@ def _unchanged(recorded: dict[str, list[Any]] | None, model: str) -> bool:
     return True
 
 
-def _current(folder: Path, model: str) -> bool:
-    """Whether ``folder`` holds a readable export of the model's present files."""
+def _current(folder: Path, model: str, precision: Precision) -> bool:
+    """Whether ``folder`` holds a readable export of the model's present files at ``precision`` (an export of
+    the other precision written there by hand would encode queries unlike the index's documents)."""
     try:
-        return (folder / MANIFEST).is_file() and _unchanged(Manifest.read(folder).files, model)
+        if not (folder / MANIFEST).is_file():
+            return False
+        manifest = Manifest.read(folder)
+        return manifest.precision == precision and _unchanged(manifest.files, model)
     except HybridError:  # damaged, or written by another version of hybrid: made anew
         return False
 
@@ -261,19 +265,23 @@ def ensure_export(model: str, precision: Precision = "fp32", embedder: Embedder 
     (``embedder``: the model already loaded on torch, if it is). One process exports at a time."""
     check_model_folder(model)
     folder = export_folder(model, precision)
-    if _current(folder, model):
+    if _current(folder, model, precision):
         return folder
     if importlib.util.find_spec("sentence_transformers") is None:
         raise EncoderMissingError(_missing_message(model, folder))
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(folder.parent / f".{folder.name}.lock"):
-        if _current(folder, model):  # another process made it meanwhile
-            return folder
-        return export_encoder(model, folder, precision, embedder)
+    try:
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        with FileLock(folder.parent / f".{folder.name}.lock"):
+            if _current(folder, model, precision):  # another process made it meanwhile
+                return folder
+            return export_encoder(model, folder, precision, embedder)
+    except OSError as error:  # a read-only (or full) encoder folder: where allowed, queries fall back to torch
+        raise HybridError(f"cannot write the ONNX export of {model!r} to {folder.parent}: "
+                          f"{error.strerror}") from error
 
 
 def _missing_message(model: str, folder: Path) -> str:
-    state = "is out of date (made from other model files, or by another version)" if (
+    state = "is out of date (made from other model files, at another precision, or by another version)" if (
         folder / MANIFEST).is_file() else "is missing"
     where = "to the same path here" if looks_like_path(model) else \
         "to the same place here (or set HYBRID_ENCODER_DIR to the folder holding it)"
@@ -398,7 +406,21 @@ def _check_agreement(torch_model: SentenceTransformer, encoder: OnnxEncoder, lea
 
 _cache: dict[tuple[str, str, str], Encoder] = {}
 _cache_lock = threading.Lock()
-os.register_at_fork(after_in_child=_cache.clear)  # an ONNX Runtime session must not cross a fork
+_inherited: list[Encoder] = []
+"""Encoders a forked child inherited from its parent: kept alive, never used. Their sessions must not be used
+across a fork, nor destroyed in the child either: ONNX Runtime's destructor waits for worker threads that
+stayed behind in the parent, and the child hangs (gunicorn --preload forks after the application warmed up)."""
+
+
+def _after_fork_in_child() -> None:
+    """A forked worker loads its own encoders, and takes a lock no thread of its parent can be holding."""
+    global _cache_lock
+    _inherited.extend(_cache.values())
+    _cache.clear()
+    _cache_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def query_encoder_for(model: str, precision: Precision = "fp32", kind: EncoderKind | None = None,

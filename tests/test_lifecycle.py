@@ -4,6 +4,8 @@ must not stop a service from starting), checked and warmed by ``warm_up()``, clo
 
 from __future__ import annotations
 
+import multiprocessing
+
 import pytest
 
 import hybrid
@@ -36,3 +38,28 @@ def test_with_closes_the_connections_it_opened_and_leaves_a_given_backend_alone(
     given = hybrid.Searcher("cranfield", opensearch_cranfield)
     given.close()
     assert given.search("shock waves", k=3)  # the application's backend still works
+
+
+def search_in(queue, searcher, query):  # the forked worker: what it answers, or why it failed
+    try:
+        queue.put([hit.id for hit in searcher.search(query)])
+    except BaseException as error:  # noqa: BLE001 - reported to the parent, which fails the test
+        queue.put(repr(error))
+
+
+@pytest.mark.parametrize("encoder", ["onnx", "torch"])
+def test_a_worker_forked_after_a_query_answers_like_its_parent(cranfield_backend, encoder):
+    """What gunicorn --preload does: the parent builds a searcher and warms it up with a query, then forks
+    workers. Both encoders once hung the child (ONNX Runtime's session destroyed there; torch's OpenMP)."""
+    searcher = hybrid.Searcher("cranfield", cranfield_backend, query_encoder=encoder)
+    query = "shock waves on blunt bodies"
+    parent = [hit.id for hit in searcher.search(query)]
+    forking = multiprocessing.get_context("fork")
+    queue = forking.Queue()
+    worker = forking.Process(target=search_in, args=(queue, searcher, query))
+    worker.start()
+    worker.join(timeout=120)
+    if worker.is_alive():
+        worker.kill()
+        pytest.fail(f"a worker forked after a query ({encoder}) did not answer within 120 s")
+    assert queue.get(timeout=10) == parent

@@ -28,6 +28,7 @@ from hybrid.onnx_encoder import (
     MANIFEST,
     OnnxEncoder,
     UnsupportedModelError,
+    _load_query_encoder,
     ensure_export,
     export_encoder,
     export_folder,
@@ -216,3 +217,26 @@ def test_model_export_command_writes_a_folder_anyone_can_copy(tmp_path):
     assert missing.exit_code == 1 and "no such folder" in missing.output
     with pytest.raises(HybridError):
         OnnxEncoder(tmp_path / "no-such-export")
+
+
+def test_an_export_of_the_other_precision_is_not_taken_for_this_one(tmp_path, monkeypatch, embedder):
+    """An int8 export written by hand into the fp32 folder (`hybrid model export --precision int8 --output`
+    that path) would encode an fp32 index's queries unlike its documents: it is made again at fp32."""
+    monkeypatch.setenv("HYBRID_ENCODER_DIR", str(tmp_path))
+    fp32_folder = export_folder(DEFAULT_MODEL, "fp32")
+    export_encoder(DEFAULT_MODEL, fp32_folder, "int8", embedder)
+    assert json.loads((fp32_folder / MANIFEST).read_text())["precision"] == "int8"
+    assert ensure_export(DEFAULT_MODEL, "fp32", embedder) == fp32_folder
+    assert json.loads((fp32_folder / MANIFEST).read_text())["precision"] == "fp32"
+
+
+def test_an_encoder_folder_that_cannot_be_written_falls_back_to_torch_or_says_why(tmp_path, monkeypatch, caplog):
+    """No export yet and nowhere to write one (read-only, or here a path under a file, which fails for
+    root too): `onnx` says so in one line; `auto` encodes queries on torch and logs why."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    monkeypatch.setenv("HYBRID_ENCODER_DIR", str(blocker / "encoders"))
+    with pytest.raises(HybridError, match=r"cannot write the ONNX export of .* to .*a-file/encoders"):
+        _load_query_encoder(DEFAULT_MODEL, "fp32", "onnx", None)
+    fallen_back = _load_query_encoder(DEFAULT_MODEL, "fp32", "auto", None)
+    assert isinstance(fallen_back, Embedder) and "queries use torch" in caplog.text
