@@ -391,8 +391,8 @@ class OpenSearchBackend:
                 return index
         if len(current) > 1:
             raise HybridError(f"{index!r} is an alias of {len(current)} indexes {current}, not of one")
-        if not current:
-            raise IndexNotFoundError(index, self.location)
+        if not current:  # the cluster answered 404 to the alias, and has no index of that name
+            raise IndexNotFoundError(index, self.location, status=404)
         return current[0]
 
     def _mapping_meta(self, concrete: str) -> dict[str, Any]:
