@@ -116,8 +116,7 @@ def require_eval(*also: str) -> None:
 
 def ranx_run(run: Run, name: str | None = None) -> Any:
     """A ranx Run of ``run``; a query without hits gets a placeholder (ranx refuses empty ones), so it
-    still counts, as zero."""
-    require_eval()
+    still counts, as zero. Its callers have imported ranx (``require_eval``)."""
     from ranx import Run as RanxRun
 
     return RanxRun.from_dict({q: r or {"": 0.0} for q, r in run.items()}, name=name)

@@ -3,48 +3,17 @@ the client's error as its cause and the HTTP status the cluster gave; the CLI ad
 
 from __future__ import annotations
 
-import http.server
 import json
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import pytest
 from click.testing import CliRunner
+from loopback import answering
 from opensearchpy import exceptions as os_errors
 
 import hybrid
 from hybrid.backends.local import LocalBackend
 from hybrid.backends.opensearch import Connection, OpenSearchBackend
 from hybrid.cli import cli
-
-
-@contextmanager
-def answering(status: int, body: bytes, content_type: str = "application/json") -> Iterator[str]:
-    """A server on loopback that answers every request with ``status`` and ``body``: a cluster in trouble,
-    or a proxy in front of it."""
-
-    class Answer(http.server.BaseHTTPRequestHandler):
-        def answer(self) -> None:
-            self.send_response(status)
-            self.send_header("Content-Type", content_type)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            if self.command != "HEAD":
-                self.wfile.write(body)
-
-        do_GET = do_POST = do_HEAD = answer  # noqa: N815 (the names http.server calls)
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Answer)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def opensearch_error(status: int, kind: str) -> bytes:

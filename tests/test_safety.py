@@ -3,10 +3,8 @@ errors, on both backends (a real OpenSearch node and the embedded store), with t
 
 from __future__ import annotations
 
-import http.server
 import json
 import socket
-import threading
 import time
 import uuid
 from pathlib import Path
@@ -16,6 +14,7 @@ import pytest
 from click.testing import CliRunner
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
+from loopback import answering
 
 from hybrid.backends.base import check_index_name
 from hybrid.backends.local import LocalBackend
@@ -341,27 +340,10 @@ def _query():
 
 
 def test_a_url_that_is_not_opensearch_says_so():
-    class NotFound(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):  # noqa: N802 - the handler's protocol
-            self.send_response(404)
-            self.send_header("Content-Type", "text/html")
-            self.end_headers()
-            self.wfile.write(b"<html><body>Not here</body></html>")
-
-        do_HEAD = do_GET  # noqa: N815
-
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), NotFound)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        url = f"http://127.0.0.1:{server.server_address[1]}"
+    with answering(404, b"<html><body>Not here</body></html>", "text/html") as url:
         result = hybrid("search", "x", "--index", "docs", "--opensearch", url)
-        assert result.exit_code == 1 and "without an OpenSearch response: is it an OpenSearch cluster?" in result.output
-        assert "Traceback" not in result.output and "<html" not in result.output
-    finally:
-        server.shutdown()
+    assert result.exit_code == 1 and "without an OpenSearch response: is it an OpenSearch cluster?" in result.output
+    assert "Traceback" not in result.output and "<html" not in result.output
 
 
 def test_missing_index_message_on_both(backend, name):

@@ -4,16 +4,16 @@ message (nor the causes chained to it), or the CLI, whatever the password holds.
 from __future__ import annotations
 
 import base64
-import http.server
 import logging
 import socket
-import threading
 import traceback
+from email.message import Message
 from urllib.parse import quote
 
 from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from loopback import answering
 
 from hybrid.backends.opensearch import Connection, OpenSearchBackend
 from hybrid.cli import cli
@@ -86,28 +86,11 @@ def test_any_password_reaches_the_cluster_as_utf8_basic_auth(password, in_url):
     """A real HTTP server on loopback sees what OpenSearch's security plugin decodes (UTF-8), from
     ``user``/``password`` or from the URL, whatever the password holds (the client's own Latin-1 encoding
     raised UnicodeEncodeError on anything else)."""
-    seen: list[str] = []
-
-    class Cluster(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 (the name http.server calls)
-            seen.append(self.headers.get("Authorization", ""))
-            body = b'{"ok": true}'
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    with http.server.HTTPServer(("127.0.0.1", 0), Cluster) as server:
-        thread = threading.Thread(target=server.handle_request)
-        thread.start()
-        port = server.server_address[1]
+    seen: list[Message] = []
+    with answering(200, b'{"ok": true}', seen=seen) as url:
+        port = url.rsplit(":", 1)[1]
         connection = Connection(f"http://admin:{quote(password, safe='')}@127.0.0.1:{port}") if in_url else \
-            Connection(f"http://127.0.0.1:{port}", user="admin", password=password)
+            Connection(url, user="admin", password=password)
         assert connection.client().transport.perform_request("GET", "/") == {"ok": True}
-        thread.join(timeout=10)
-    [header] = seen
+    [header] = [headers.get("Authorization", "") for headers in seen]
     assert base64.b64decode(header.removeprefix("Basic ")).decode("utf-8") == f"admin:{password}"
