@@ -4,6 +4,7 @@ Importing this package stays light (no click, torch or plotting) so a web backen
 every start; the query encoder (an ONNX export, no torch) loads on the first query.
 """
 
+from .async_searcher import AsyncSearcher
 from .errors import (
     BadRequestError,
     ClusterUnavailableError,
@@ -21,7 +22,7 @@ from .settings import SearchSettings
 from .version import __version__
 
 __all__ = [
-    "BadRequestError", "ClusterUnavailableError", "CredentialsRefusedError", "Fusion", "Hit", "HybridError",
-    "IncompatibleIndexError", "IndexNotFoundError", "LegRank", "NotAClusterError", "OverloadedError",
+    "AsyncSearcher", "BadRequestError", "ClusterUnavailableError", "CredentialsRefusedError", "Fusion", "Hit",
+    "HybridError", "IncompatibleIndexError", "IndexNotFoundError", "LegRank", "NotAClusterError", "OverloadedError",
     "SearchSettings", "Searcher", "__version__", "rrf",
 ]

@@ -11,8 +11,9 @@ import math
 import threading
 import time
 from collections.abc import Mapping, Sequence
+from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal, cast
+from typing import TYPE_CHECKING, Any, Literal, Protocol, cast
 
 from tqdm.auto import tqdm
 
@@ -24,8 +25,12 @@ from .fusion import Combination, Method
 from .hits import Hit
 from .onnx_encoder import EncoderKind, query_encoder_for
 from .settings import SearchSettings
+from .steps import Compute, Read, Steps, run
 
 if TYPE_CHECKING:
+    import numpy as np
+    from opensearchpy import AsyncOpenSearch, OpenSearch
+
     from .backends.opensearch import Connection
     from .server_fusion import ServerFusion
 
@@ -43,30 +48,37 @@ def candidate_depth(window: int, end: int) -> int:
     return window * max(1, math.ceil(end / window))
 
 
-class Searcher:
-    """Hybrid search over one index. Build it once; ``search`` is safe to call per request, from many threads.
+class SearchTarget(Protocol):
+    """What a searcher needs to know of its backend besides the reads it yields (see ``steps.Read``)."""
 
-    Each query is answered from one version of the index (a ``Snapshot``) and its query vector comes
-    from the model that version was built with, so after ``hybrid reindex`` switches models no query
-    ever scores one model's vector against another's. Building one does no I/O; the index is looked up and
-    its query encoder loaded by ``warm_up()`` (at an application's start) or else by the first query.
-    ``close()``, or ``with Searcher(...) as searcher:``, releases the connections it opened.
-    """
+    location: str
+    snapshot_ttl_s: float
+    max_depth: int | None
+    has_server: bool
+
+
+class BaseSearcher:
+    """Everything ``Searcher`` and ``AsyncSearcher`` share: their arguments, the version they answer from,
+    the checks, and each search written once as steps (``hybrid.steps``) that either carries out."""
+
+    backend: SearchTarget
 
     def __init__(
         self,
         index: str,
-        backend: Backend | None = None,
+        backend: Any = None,
         *,
         data_dir: str | Path | None = None,
         opensearch: str | Connection | None = None,
+        client: OpenSearch | AsyncOpenSearch | None = None,
         embedder: Encoder | None = None,
         settings: SearchSettings | None = None,
         snapshot_ttl_s: float | None = None,
         query_encoder: EncoderKind | None = None,
         fusion_on: FusionSite = "client",
     ) -> None:
-        """Search ``index`` on ``backend``; or on a cluster at ``opensearch`` (URL or Connection);
+        """Search ``index`` on ``backend``; or on a cluster through the application's own ``client``, or at
+        ``opensearch`` (a URL or a ``Connection``: its ``pool_size`` is the connections kept per node);
         or else in the local folder ``data_dir`` (default: $HYBRID_DATA_DIR or ~/.hybrid/indexes).
         ``settings`` (e.g. ``SearchSettings.load("tuned.json")``) sets the fusion defaults.
         ``embedder`` encodes queries for indexes built with its model (others get their own).
@@ -76,12 +88,13 @@ class Searcher:
         before a switch (default: the backend's; 0 locally, 10 s on OpenSearch, where looking up the
         serving version costs a round trip).
         ``fusion_on="server"``: hybrid searches are fused by OpenSearch's own ``hybrid`` query (neural-search
-        2.19+) with the same settings; where the cluster cannot, they fuse here, and the log says why, once."""
+        2.19+) with the same settings; where the cluster cannot, they fuse here, and the log says why, once.
+        Building a searcher does no I/O."""
         check_index_name(index)
         if fusion_on not in FUSION_SITES:
             raise BadRequestError(f"fusion_on must be one of {', '.join(FUSION_SITES)}, got {fusion_on!r}")
         self.index = index
-        self.backend = backend or open_backend(data_dir, opensearch)
+        self.backend = backend or self._open(data_dir, opensearch, client)
         self.settings = settings or SearchSettings()
         self.snapshot_ttl_s = self.backend.snapshot_ttl_s if snapshot_ttl_s is None else snapshot_ttl_s
         self._given = embedder
@@ -94,15 +107,10 @@ class Searcher:
         self._said: set[str] = set()
         self._saying = threading.Lock()
 
-    @property
-    def meta(self) -> IndexMeta:
-        """What the serving version of the index was built with."""
-        return self._current().meta
-
-    @property
-    def embedder(self) -> Encoder:
-        """The query encoder of the serving version."""
-        return self._embedder(self._current())
+    def _open(self, data_dir: str | Path | None, opensearch: str | Connection | None,
+              client: Any) -> SearchTarget:
+        """The backend this searcher opens for itself."""
+        raise NotImplementedError
 
     def _embedder(self, snapshot: Snapshot) -> Encoder:
         """The given encoder if it is the version's model (and precision), else that model's own."""
@@ -112,32 +120,20 @@ class Searcher:
             return given
         return query_encoder_for(meta.model, cast(Precision, meta.precision), self._encoder_kind)
 
-    def _current(self, refresh: bool = False) -> Snapshot:
+    def _encode(self, snapshot: Snapshot, texts: list[str]) -> np.ndarray:
+        return self._embedder(snapshot).encode(texts)
+
+    def _current(self, refresh: bool = False) -> Steps[Snapshot]:
         """The pinned snapshot, taken anew once it is older than ``snapshot_ttl_s`` (or when asked)."""
         snapshot = self._snapshot
         if snapshot is None or refresh or time.monotonic() - self._taken_at >= self.snapshot_ttl_s:
-            snapshot = self.backend.snapshot(self.index)
+            snapshot = yield Read("snapshot", (self.index,))
             self._snapshot, self._taken_at = snapshot, time.monotonic()
         return snapshot
 
-    def warm_up(self) -> Searcher:
-        """Check the index and load its query encoder now (call it at an application's start), so the first
-        query is as fast as the rest. Raises what a search would: the index is missing, the cluster is down."""
-        snapshot = self._current(refresh=True)
-        self._embedder(snapshot).encode(["warm up"])
-        return self
-
-    def close(self) -> None:
-        """Release the connections of a backend this searcher opened itself (from ``opensearch=`` or
-        ``data_dir=``); a backend handed in stays the caller's to close."""
-        if self._owns_backend:
-            self.backend.close()
-
-    def __enter__(self) -> Searcher:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
+    def _warm_up(self) -> Steps[None]:
+        snapshot = yield from self._current(refresh=True)
+        yield Compute(partial(self._encode, snapshot, ["warm up"]))
 
     def _check(self, queries: Sequence[str], mode: Mode, depth: int) -> None:
         """Refuse what no backend should be asked, wherever the search goes."""
@@ -152,6 +148,145 @@ class Searcher:
             raise BadRequestError(f"this needs {depth} candidates from each leg, but {self.backend.location} "
                                   f"returns at most {limit} per query; lower the window, the offset or k")
 
+    def _retrieve_many(self, queries: Sequence[str], mode: Mode, window: int | None, filters: Filters | None,
+                       progress: bool = False) -> Steps[list[dict[str, list[LegHit]]]]:
+        depth = self.settings.window if window is None else window
+        snapshot = yield from self._current()
+        return (yield from self._legs(snapshot, queries, mode, depth, filters, progress))
+
+    def _legs(self, snapshot: Snapshot, queries: Sequence[str], mode: Mode, depth: int, filters: Filters | None,
+              progress: bool = False) -> Steps[list[dict[str, list[LegHit]]]]:
+        """Every query's legs from ``snapshot``'s version, with query vectors from that version's model."""
+        self._check(queries, mode, depth)
+        vectors = ((yield Compute(partial(self._encode, snapshot, list(queries)))) if mode != "bm25"
+                   else [None] * len(queries))
+        pairs = zip(queries, vectors)
+        if progress:  # a disabled bar still costs more than a whole local query
+            pairs = tqdm(pairs, total=len(queries), desc="queries", unit="q", disable=None)  # None: off without a TTY
+        windows = bool(snapshot.meta.chunking)
+        legs = []
+        for query, vector in pairs:
+            legs.append((yield Read("retrieve", (snapshot.version, LegQuery(query if mode != "vector" else None,
+                                                                            vector, depth, filters or {}, windows)))))
+        return legs
+
+    def _search_steps(self, query: str, k: int, mode: Mode, filters: Filters | None,
+                      weights: Mapping[str, float] | None, rank_constant: int | None, window: int | None,
+                      offset: int, fusion: Method | None, combination: Combination | None,
+                      explain: bool) -> Steps[list[Hit]]:
+        """``search`` as steps (see ``Searcher.search``)."""
+        if k < 1:
+            raise BadRequestError(f"k must be at least 1, got {k}")
+        if offset < 0:
+            raise BadRequestError(f"offset must not be negative, got {offset}")
+        settings = self.settings.but(fusion=fusion, combination=combination, rank_constant=rank_constant,
+                                     weights=weights, window=window)
+        depth = candidate_depth(settings.window, offset + k)
+        snapshot = yield from self._current()
+        try:
+            return (yield from self._search(snapshot, query, k, mode, filters, settings, depth, offset, explain))
+        except VersionGoneError:  # a write replaced the pinned version: answer from the serving one
+            snapshot = yield from self._current(refresh=True)
+            return (yield from self._search(snapshot, query, k, mode, filters, settings, depth, offset, explain))
+
+    def _search(self, snapshot: Snapshot, query: str, k: int, mode: Mode, filters: Filters | None,
+                settings: SearchSettings, depth: int, offset: int, explain: bool) -> Steps[list[Hit]]:
+        if mode == "hybrid" and self.fusion_on == "server":
+            fused = yield from self._fused_on_server(snapshot, query, slice(offset, offset + k), filters, settings,
+                                                     depth, explain)
+            if fused is not None:
+                return fused
+        legs = (yield from self._legs(snapshot, [query], mode, depth, filters))[0]
+        page = settings.fuse(legs, depth, limit=offset + k)[offset:]
+        sources = yield Read("sources", (snapshot.version, [item.id for item in page]))
+        return [
+            Hit(
+                id=item.id,
+                score=item.score if mode == "hybrid" else item.legs[mode].score,  # type: ignore[union-attr]
+                bm25=item.legs.get("bm25"),
+                vector=item.legs.get("vector"),
+                source=sources.get(item.id, {}),
+            )
+            for item in page
+        ]
+
+    def _fused_on_server(self, snapshot: Snapshot, query: str, page: slice, filters: Filters | None,
+                         settings: SearchSettings, depth: int, explain: bool) -> Steps[list[Hit] | None]:
+        """The page fused by the cluster, or None where it cannot fuse this search (saying why, once)."""
+        if not self.backend.has_server:
+            self._say_once(f"the embedded index at {self.backend.location} has no server to fuse on: fusing "
+                           "client-side")
+            return None
+        from .server_fusion import CannotFuseHere, ServerFusion  # never imported for an embedded index
+
+        if self._server is None:
+            self._server = ServerFusion(self.backend.location)
+        self._check([query], "hybrid", depth)
+        try:
+            pipeline = yield from self._server.pipeline(settings, snapshot.version)
+        except CannotFuseHere as why:
+            self._say_once(f"{why}: fusing client-side")
+            return None
+        vector = (yield Compute(partial(self._encode, snapshot, [query])))[0]
+        hits, note = yield from self._server.search(snapshot.version, pipeline, query, vector, page, depth, settings,
+                                                    bool(snapshot.meta.chunking), filters, explain)
+        if note:
+            self._say_once(note)
+        return hits
+
+    def _say_once(self, message: str) -> None:
+        with self._saying:
+            if message in self._said:
+                return
+            self._said.add(message)
+        log.warning(message)
+
+
+class Searcher(BaseSearcher):
+    """Hybrid search over one index. Build it once; ``search`` is safe to call per request, from many threads.
+
+    Each query is answered from one version of the index (a ``Snapshot``) and its query vector comes
+    from the model that version was built with, so after ``hybrid reindex`` switches models no query
+    ever scores one model's vector against another's. Building one does no I/O; the index is looked up and
+    its query encoder loaded by ``warm_up()`` (at an application's start) or else by the first query.
+    ``close()``, or ``with Searcher(...) as searcher:``, releases the connections it opened.
+    For an asyncio application, ``AsyncSearcher`` takes the same arguments and gives the same hits.
+    """
+
+    backend: Backend
+
+    def _open(self, data_dir: str | Path | None, opensearch: str | Connection | None,
+              client: OpenSearch | None) -> Backend:
+        return open_backend(data_dir, opensearch, client)
+
+    @property
+    def meta(self) -> IndexMeta:
+        """What the serving version of the index was built with."""
+        return run(self._current(), self.backend).meta
+
+    @property
+    def embedder(self) -> Encoder:
+        """The query encoder of the serving version."""
+        return self._embedder(run(self._current(), self.backend))
+
+    def warm_up(self) -> Searcher:
+        """Check the index and load its query encoder now (call it at an application's start), so the first
+        query is as fast as the rest. Raises what a search would: the index is missing, the cluster is down."""
+        run(self._warm_up(), self.backend)
+        return self
+
+    def close(self) -> None:
+        """Release the connections of a backend this searcher opened itself (from ``opensearch=`` or
+        ``data_dir=``); a backend or client handed in stays the caller's to close."""
+        if self._owns_backend:
+            self.backend.close()
+
+    def __enter__(self) -> Searcher:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
     def retrieve(self, query: str, mode: Mode = "hybrid", window: int | None = None,
                  filters: Filters | None = None) -> dict[str, list[LegHit]]:
         """Each leg's ``window`` best documents, unfused (what ``search`` fuses)."""
@@ -161,21 +296,7 @@ class Searcher:
                       filters: Filters | None = None, progress: bool = False) -> list[dict[str, list[LegHit]]]:
         """``retrieve`` for many queries (evaluation, mining): all from one version of the index, the
         queries encoded together with its model, which is far faster than one by one."""
-        depth = self.settings.window if window is None else window
-        return self._legs(self._current(), queries, mode, depth, filters, progress)
-
-    def _legs(self, snapshot: Snapshot, queries: Sequence[str], mode: Mode, depth: int, filters: Filters | None,
-              progress: bool = False) -> list[dict[str, list[LegHit]]]:
-        """Every query's legs from ``snapshot``'s version, with query vectors from that version's model."""
-        self._check(queries, mode, depth)
-        vectors = self._embedder(snapshot).encode(list(queries)) if mode != "bm25" else [None] * len(queries)
-        pairs = zip(queries, vectors)
-        if progress:  # a disabled bar still costs more than a whole local query
-            pairs = tqdm(pairs, total=len(queries), desc="queries", unit="q", disable=None)  # None: off without a TTY
-        windows = bool(snapshot.meta.chunking)
-        return [self.backend.retrieve(snapshot.version, LegQuery(query if mode != "vector" else None, vector,
-                                                                 depth, filters or {}, windows))
-                for query, vector in pairs]
+        return run(self._retrieve_many(queries, mode, window, filters, progress), self.backend)
 
     def search(
         self,
@@ -198,68 +319,7 @@ class Searcher:
         Each leg retrieves its best ``candidate_depth(window, offset + k)`` documents (after
         ``filters``), so a page is full while either leg has documents left. ``k`` must be at least 1
         and ``offset`` at least 0; an offset past the last hit gives an empty page; an empty query
-        is an error.
+        is an error. Errors are ``hybrid.errors``' classes, which an application maps to HTTP statuses.
         """
-        if k < 1:
-            raise BadRequestError(f"k must be at least 1, got {k}")
-        if offset < 0:
-            raise BadRequestError(f"offset must not be negative, got {offset}")
-        settings = self.settings.but(fusion=fusion, combination=combination, rank_constant=rank_constant,
-                                     weights=weights, window=window)
-        depth = candidate_depth(settings.window, offset + k)
-        try:
-            return self._search(self._current(), query, k, mode, filters, settings, depth, offset, explain)
-        except VersionGoneError:  # a write replaced the pinned version: answer from the serving one
-            return self._search(self._current(refresh=True), query, k, mode, filters, settings, depth, offset,
-                                explain)
-
-    def _search(self, snapshot: Snapshot, query: str, k: int, mode: Mode, filters: Filters | None,
-                settings: SearchSettings, depth: int, offset: int, explain: bool) -> list[Hit]:
-        if mode == "hybrid" and self.fusion_on == "server":
-            fused = self._fused_on_server(snapshot, query, slice(offset, offset + k), filters, settings, depth, explain)
-            if fused is not None:
-                return fused
-        legs = self._legs(snapshot, [query], mode, depth, filters)[0]
-        page = settings.fuse(legs, depth, limit=offset + k)[offset:]
-        sources = self.backend.sources(snapshot.version, [item.id for item in page])
-        return [
-            Hit(
-                id=item.id,
-                score=item.score if mode == "hybrid" else item.legs[mode].score,  # type: ignore[union-attr]
-                bm25=item.legs.get("bm25"),
-                vector=item.legs.get("vector"),
-                source=sources.get(item.id, {}),
-            )
-            for item in page
-        ]
-
-    def _fused_on_server(self, snapshot: Snapshot, query: str, page: slice, filters: Filters | None,
-                         settings: SearchSettings, depth: int, explain: bool) -> list[Hit] | None:
-        """The page fused by the cluster, or None where it cannot fuse this search (saying why, once)."""
-        if not self.backend.has_server:
-            self._say_once(f"the embedded index at {self.backend.location} has no server to fuse on: fusing "
-                           "client-side")
-            return None
-        from .server_fusion import CannotFuseHere, ServerFusion  # never imported for an embedded index
-
-        if self._server is None:
-            self._server = ServerFusion(self.backend)  # type: ignore[arg-type]
-        self._check([query], "hybrid", depth)
-        try:
-            pipeline = self._server.pipeline(settings, snapshot.version)
-        except CannotFuseHere as why:
-            self._say_once(f"{why}: fusing client-side")
-            return None
-        vector = self._embedder(snapshot).encode([query])[0]
-        hits, note = self._server.search(snapshot.version, pipeline, query, vector, page, depth, settings,
-                                         bool(snapshot.meta.chunking), filters, explain)
-        if note:
-            self._say_once(note)
-        return hits
-
-    def _say_once(self, message: str) -> None:
-        with self._saying:
-            if message in self._said:
-                return
-            self._said.add(message)
-        log.warning(message)
+        return run(self._search_steps(query, k, mode, filters, weights, rank_constant, window, offset, fusion,
+                                      combination, explain), self.backend)

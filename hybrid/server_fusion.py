@@ -43,6 +43,7 @@ from .errors import HybridError
 from .fusion import LegRank
 from .hits import Hit
 from .settings import SearchSettings
+from .steps import Read, Steps
 
 FEATURES = {
     "hybrid query": (2, 10),
@@ -101,24 +102,26 @@ class CannotFuseHere(HybridError):
 
 
 class ServerFusion:
-    """Searches fused by one cluster's ``hybrid`` query. What its neural-search can do and each version's
+    """Searches fused by one cluster's ``hybrid`` query, as steps (``hybrid.steps``) that a sync or an async
+    searcher carries out against its backend. What the cluster's neural-search can do and each version's
     shard count are asked once, and the plugins again after ``PROBE_TTL_S`` (a rolling upgrade may add
     or remove them). Safe to share between threads: a race only asks twice.
 
     Scores are OpenSearch's: for RRF with weights, the client-side score divided by the weights' sum
     (OpenSearch wants weights that add up to 1; the order is the same)."""
 
-    def __init__(self, backend: OpenSearchBackend) -> None:
-        self.backend = backend
+    def __init__(self, location: str) -> None:
+        """``location``: the cluster's address, for messages."""
+        self.location = location
         self._probed: tuple[float, NeuralSearch | CannotFuseHere] | None = None
         self._shards: dict[str, int] = {}
 
-    def neural(self) -> NeuralSearch:
+    def neural(self) -> Steps[NeuralSearch]:
         """The cluster's neural-search; CannotFuseHere where the cluster would not say (a user without
         ``cluster:monitor`` rights: that answer is kept too, so such a user is not asked every query)."""
         if self._probed is None or time.monotonic() - self._probed[0] >= PROBE_TTL_S:
             try:
-                found: NeuralSearch | CannotFuseHere = neural_search(self.backend)
+                found: NeuralSearch | CannotFuseHere = probe(*(yield Read("plugins")))
             except HybridError as error:
                 found = CannotFuseHere(f"could not ask which plugins the cluster has ({error})")
             self._probed = (time.monotonic(), found)
@@ -126,14 +129,14 @@ class ServerFusion:
             raise self._probed[1]
         return self._probed[1]
 
-    def pipeline(self, settings: SearchSettings, version: str) -> dict[str, Any]:
+    def pipeline(self, settings: SearchSettings, version: str) -> Steps[dict[str, Any]]:
         """The request-scoped pipeline that fuses ``version``'s hits as ``settings`` do, or CannotFuseHere."""
-        neural = self.neural()
+        neural = yield from self.neural()
         if not neural.supports("explanation"):  # RRF, pagination_depth and the explanation: all 2.19
-            raise CannotFuseHere(f"OpenSearch at {self.backend.location} has {neural}; fusing there needs "
+            raise CannotFuseHere(f"OpenSearch at {self.location} has {neural}; fusing there needs "
                                  "neural-search 2.19 or later")
         if version not in self._shards:
-            self._shards[version] = self.backend.layout(version).shards
+            self._shards[version] = (yield Read("layout", (version,))).shards
         if self._shards[version] > 1:
             raise CannotFuseHere(f"{version} has {self._shards[version]} shards, and OpenSearch's hybrid query takes "
                                  "each shard's candidates and BM25 statistics apart, where hybrid ranks the index "
@@ -146,7 +149,7 @@ class ServerFusion:
 
     def search(self, version: str, pipeline: dict[str, Any], text: str, vector: np.ndarray, page: slice, depth: int,
                settings: SearchSettings, windows: bool, filters: Filters | None,
-               explain: bool) -> tuple[list[Hit], str | None]:
+               explain: bool) -> Steps[tuple[list[Hit], str | None]]:
         """The fused hits at ``page`` from one ``hybrid`` query through the request-scoped ``pipeline``
         (nothing is written to the cluster), each leg retrieving ``depth`` candidates; with each leg's
         part where ``explain`` and OpenSearch can tell it, else a note saying why not.
@@ -154,25 +157,25 @@ class ServerFusion:
         OpenSearch orders equal scores by its internal document number, which differs between replicas;
         hybrid orders them by id. So it asks ``TIE_MARGIN`` hits more than the page, sorts them by (score,
         id), and asks for all candidates where the page's last score continues past what came back."""
-        neural = self.neural()
+        neural = yield from self.neural()
         explained = explain and explains(neural, windows)
         most = min(2 * depth, MAX_RESULT_WINDOW)  # at most every candidate of both legs
         asked = min(page.stop + TIE_MARGIN, most)
         body = {**hybrid_query(text, vector.tolist(), asked, settings.but(window=depth), windows, filters),
                 **IDS_ONLY, "search_pipeline": pipeline}
         while True:
-            ranked = sorted(self.backend.fused_search(version, body, explained),
+            ranked = sorted((yield Read("fused_search", (version, body, explained))),
                             key=lambda hit: (-hit["_score"], hit_id(hit)))
             if len(ranked) < asked or asked == most or ranked[-1]["_score"] < ranked[page.stop - 1]["_score"]:
                 break  # every candidate came back, or all that tie with the page's last score did
             asked = body["size"] = most
-        sources = self.backend.sources(version, [hit_id(found) for found in ranked[page]])
+        sources = yield Read("sources", (version, [hit_id(found) for found in ranked[page]]))
         hits = [_hit(found, sources, settings, explained) for found in ranked[page]]
         if explain and not explained:
-            return hits, (f"OpenSearch at {self.backend.location} has {neural}, whose explanation of a fused hit is "
+            return hits, (f"OpenSearch at {self.location} has {neural}, whose explanation of a fused hit is "
                           "wrong for a chunked index (fixed in neural-search 3.8): hits carry the fused score only")
         if explained and not all(hit.explained for hit in hits):
-            return hits, (f"OpenSearch at {self.backend.location} explained fused hits in a shape hybrid does not "
+            return hits, (f"OpenSearch at {self.location} explained fused hits in a shape hybrid does not "
                           "know (an alias filter or document-level security around the query?): those hits "
                           "carry the fused score only")
         return hits, None

@@ -131,3 +131,39 @@ def other_space_model(tmp_path_factory) -> str:
     path = tmp_path_factory.mktemp("rotated")
     SentenceTransformer(modules=[*base, dense, models.Normalize()]).save(str(path))
     return str(path)
+
+
+@pytest.fixture(scope="session")
+def neural() -> OpenSearchBackend:
+    """A node with neural-search (OpenSearch's own hybrid query), or skip when none is set."""
+    url = os.environ.get("HYBRID_TEST_NEURAL")
+    if not url:
+        pytest.skip("HYBRID_TEST_NEURAL is not set: start a node with OPENSEARCH_PORT=9220 docker/opensearch-node.sh "
+                    "start --neural and set HYBRID_TEST_NEURAL=http://127.0.0.1:9220 (.ci/run does both)")
+    return OpenSearchBackend(Connection(url))
+
+
+@pytest.fixture(scope="session")
+def neural_cranfield(neural, local_cranfield) -> str:
+    """Cranfield on the neural-search node, copied from the embedded index (same vectors)."""
+    from cluster import copy_index
+
+    if neural.exists("cranfield"):
+        neural.delete("cranfield")
+    copy_index(local_cranfield, "cranfield", neural, "cranfield")
+    return "cranfield"
+
+
+@pytest.fixture(scope="session")
+def nodes():
+    """The three-node test cluster, whose nodes tests may kill and start again, or skip when none is set."""
+    from cluster import Nodes
+
+    urls = os.environ.get("HYBRID_TEST_CLUSTER")
+    if not urls:
+        pytest.skip("HYBRID_TEST_CLUSTER is not set: start a cluster with OPENSEARCH_PORT=9210 "
+                    "docker/opensearch-node.sh start --nodes 3 and set HYBRID_TEST_CLUSTER="
+                    "http://127.0.0.1:9210,http://127.0.0.1:9211,http://127.0.0.1:9212 (.ci/run does both)")
+    found = Nodes(urls)
+    found.wait_green()
+    return found

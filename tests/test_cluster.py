@@ -22,18 +22,6 @@ from hybrid.evaluate import load_queries
 from hybrid.searcher import Searcher
 
 
-@pytest.fixture(scope="session")
-def nodes() -> Nodes:
-    urls = os.environ.get("HYBRID_TEST_CLUSTER")
-    if not urls:
-        pytest.skip("HYBRID_TEST_CLUSTER is not set: start a cluster with OPENSEARCH_PORT=9210 "
-                    "docker/opensearch-node.sh start --nodes 3 and set HYBRID_TEST_CLUSTER="
-                    "http://127.0.0.1:9210,http://127.0.0.1:9211,http://127.0.0.1:9212 (.ci/run does both)")
-    found = Nodes(urls)
-    found.wait_green()
-    return found
-
-
 def fresh(backend: OpenSearchBackend, index: str) -> str:
     if backend.exists(index):
         backend.delete(index)

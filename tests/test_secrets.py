@@ -3,6 +3,7 @@ message (nor the causes chained to it), or the CLI, whatever the password holds.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import logging
 import socket
@@ -15,6 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from loopback import answering
 
+from hybrid import AsyncSearcher
 from hybrid.backends.opensearch import Connection, OpenSearchBackend
 from hybrid.cli import cli
 from hybrid.errors import HybridError
@@ -45,6 +47,10 @@ def test_a_connection_never_shows_its_credentials(password, token):
     shown = [repr(connection), str(connection), connection.safe_url, repr([connection]), f"{connection!r:>10}"]
     assert leaks(password, *shown) == [] and leaks(token, *shown) == []
     assert "127.0.0.1:9200" in repr(connection) and "password='***'" in repr(connection)
+    # an auth object (a SigV4 signer holds keys) and headers (an API key) are shown by type and name only
+    signed = Connection("http://127.0.0.1:9200", http_auth=("admin", password), headers={"x-api-key": token})
+    assert leaks(password, repr(signed)) == [] and leaks(token, repr(signed)) == []
+    assert "http_auth='<tuple>'" in repr(signed) and "headers=['x-api-key']" in repr(signed)
 
 
 @settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -66,6 +72,28 @@ def test_a_failing_search_never_shows_the_credentials(caplog, password):
             texts += [str(error), repr(error), "".join(traceback.format_exception(error))]
         else:
             raise AssertionError("a search against a closed port answered")
+    texts += [record.getMessage() for record in caplog.records]
+    assert leaks(password, *texts) == []
+
+
+@settings(max_examples=5, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(password=passwords)
+def test_a_failing_async_search_never_shows_the_credentials(caplog, password):
+    """The same for AsyncSearcher, through AsyncOpenSearch (aiohttp's errors and logs included)."""
+    url = f"http://admin:{quote(password, safe='')}@127.0.0.1:{closed_port()}"
+
+    async def failing() -> list[str]:
+        async with AsyncSearcher("docs", opensearch=Connection(url, timeout=1, search_attempts=1)) as searcher:
+            try:
+                await searcher.search("anything", mode="bm25")
+            except HybridError as error:
+                return [repr(searcher), repr(searcher.backend), str(error), repr(error),
+                        "".join(traceback.format_exception(error))]
+        raise AssertionError("a search against a closed port answered")
+
+    caplog.clear()
+    with caplog.at_level(logging.DEBUG):
+        texts = asyncio.run(failing())
     texts += [record.getMessage() for record in caplog.records]
     assert leaks(password, *texts) == []
 

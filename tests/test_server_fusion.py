@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 
 import pytest
 from click.testing import CliRunner
@@ -84,23 +83,6 @@ def test_a_node_without_neural_search_is_told_so(opensearch):
     assert neural_search(opensearch).version is None
     with pytest.raises(HybridError, match="no neural-search plugin"):
         create_pipeline(opensearch, "hybrid-test", SearchSettings())
-
-
-@pytest.fixture(scope="module")
-def neural() -> OpenSearchBackend:
-    url = os.environ.get("HYBRID_TEST_NEURAL")
-    if not url:
-        pytest.skip("HYBRID_TEST_NEURAL is not set: start a node with OPENSEARCH_PORT=9220 docker/opensearch-node.sh "
-                    "start --neural and set HYBRID_TEST_NEURAL=http://127.0.0.1:9220 (.ci/run does both)")
-    return OpenSearchBackend(Connection(url))
-
-
-@pytest.fixture(scope="module")
-def neural_cranfield(neural, local_cranfield) -> str:
-    if neural.exists("cranfield"):
-        neural.delete("cranfield")
-    copy_index(local_cranfield, "cranfield", neural, "cranfield")
-    return "cranfield"
 
 
 def test_pipeline_create_show_delete_round_trip(neural, neural_cranfield):

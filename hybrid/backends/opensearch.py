@@ -14,17 +14,20 @@ import os
 import re
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import contextmanager, nullcontext
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, fields
 from importlib import resources
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 import numpy as np
-from opensearchpy import ConnectionPool, JSONSerializer, OpenSearch, helpers
+from opensearchpy import ConnectionPool, JSONSerializer, OpenSearch, Urllib3HttpConnection, helpers
 from opensearchpy import exceptions as os_errors
+
+if TYPE_CHECKING:
+    from opensearchpy import AsyncOpenSearch
 
 from ..documents import INTERNAL_FIELDS
 from ..errors import (
@@ -32,6 +35,7 @@ from ..errors import (
     ClusterUnavailableError,
     CredentialsRefusedError,
     HybridError,
+    IncompatibleIndexError,
     IndexNotFoundError,
     NotAClusterError,
     OverloadedError,
@@ -90,12 +94,16 @@ class AsciiJSONSerializer(JSONSerializer):
 @dataclass(frozen=True)
 class Connection:
     """How to reach a cluster, and how to lay out the indexes made there. Credentials come from the
-    environment and are never printed.
+    environment (or the arguments) and are never printed.
 
     ``url`` may list several nodes, comma-separated: requests go round-robin to the nodes that answer,
-    and one that fails is set aside and the request sent to the next at once, so the client keeps
-    working while a node is down. The list is used as given: no sniffing, which would replace it with
-    the addresses nodes publish, unreachable behind a load balancer, a proxy or Docker's port mapping.
+    and one that fails (or answers as no OpenSearch node does: a proxy's 404 page) is set aside and the
+    request sent to the next at once, so the client keeps working while a node is down. The list is used
+    as given: no sniffing, which would replace it with the addresses nodes publish, unreachable behind a
+    load balancer, a proxy or Docker's port mapping.
+
+    An application that needs more (AWS SigV4, a proxy, its own transport) builds its own ``OpenSearch`` or
+    ``AsyncOpenSearch`` client and hands it to the searcher (``client=``) instead.
     """
 
     url: str = "http://127.0.0.1:9200"
@@ -103,6 +111,18 @@ class Connection:
     password: str | None = None
     verify_certs: bool = True
     ca_certs: str | None = None
+    client_cert: str | None = None
+    """A PEM client certificate (with its key, or ``client_key`` beside it) for clusters that ask for one."""
+    client_key: str | None = None
+    http_auth: Any = None
+    """An auth object for the client instead of ``user``/``password`` (e.g. opensearch-py's
+    ``AWSV4SignerAuth``, or ``AWSV4SignerAsyncAuth`` for an async searcher); shown by its type only."""
+    headers: Mapping[str, str] | None = None
+    """Headers sent with every request (a tenant, a trace id); shown by their names only."""
+    pool_size: int = 10
+    """Connections kept open to each node: set it to the searches in flight at once (an application's
+    request threads, or its concurrent requests when async). Fewer, and requests open and discard
+    connections; urllib3 alone keeps one."""
     engine: str = "lucene"
     timeout: float = 10.0
     """Seconds a request may take (bulk requests and index changes get ``write_timeout``)."""
@@ -133,18 +153,24 @@ class Connection:
             "password": os.environ.get("OPENSEARCH_PASSWORD"),
             "verify_certs": verify,
             "ca_certs": os.environ.get("OPENSEARCH_CA_CERTS"),
+            "client_cert": os.environ.get("OPENSEARCH_CLIENT_CERT"),
+            "client_key": os.environ.get("OPENSEARCH_CLIENT_KEY"),
             "engine": os.environ.get("OPENSEARCH_KNN_ENGINE", cls.engine),
             "shards": _count_from_env("OPENSEARCH_SHARDS", minimum=1),
             "replicas": _count_from_env("OPENSEARCH_REPLICAS", minimum=0),
+            "pool_size": _count_from_env("OPENSEARCH_POOL_SIZE", minimum=1),
         }
         settings.update({name: value for name, value in overrides.items() if value is not None})
-        return cls(**settings)
+        return cls(**{name: value for name, value in settings.items() if value is not None})  # unset: the default
 
     def __repr__(self) -> str:
-        """Every setting, with the URLs' ``user:password@`` parts dropped and a password shown as ``***``:
-        an application logs ``%r`` of what it holds, and an error report prints locals."""
-        shown = {item.name: getattr(self, item.name) for item in fields(self)}
-        shown.update(url=self.safe_url, password=None if self.password is None else "***")
+        """Every setting, with the URLs' ``user:password@`` parts dropped, a password shown as ``***``, an auth
+        object by its type and headers by their names: an application logs ``%r`` of what it holds, and an
+        error report prints locals."""
+        shown: dict[str, Any] = {item.name: getattr(self, item.name) for item in fields(self)}
+        shown.update(url=self.safe_url, password=None if self.password is None else "***",
+                     http_auth=None if self.http_auth is None else f"<{type(self.http_auth).__name__}>",
+                     headers=None if self.headers is None else sorted(self.headers))
         return f"{type(self).__name__}({', '.join(f'{name}={value!r}' for name, value in shown.items())})"
 
     @property
@@ -164,22 +190,69 @@ class Connection:
         credentials = (self.user, self.password or "") if self.user else next(
             ((unquote(parts.username), unquote(parts.password or "")) for parts in map(urlsplit, self.urls)
              if parts.username), None)
-        if credentials is None:
+        if credentials is None or self.http_auth is not None:
             return {}
         token = base64.b64encode(":".join(credentials).encode("utf-8")).decode("ascii")
         return {"authorization": f"Basic {token}"}
 
-    def client(self) -> OpenSearch:
-        # The client retries only by moving on to another node (a refused connection, 502-504); waiting
-        # and trying again is ours alone, so its time stays bounded and said. No gzip: it cost 1.5-2 ms of
-        # a 10-15 ms search on both ends, and ingest waits on the model, not on the network.
-        return OpenSearch(
-            hosts=[_without_credentials(url) for url in self.urls], headers=self.basic_auth_header(),
-            verify_certs=self.verify_certs, ca_certs=self.ca_certs,
-            ssl_show_warn=self.verify_certs, timeout=self.timeout, http_compress=False,
-            max_retries=len(self.urls) - 1, retry_on_timeout=False, serializer=AsciiJSONSerializer(),
-            connection_pool_class=ReportingPool,
+    def client_options(self) -> dict[str, Any]:
+        """What the sync and the async client are both built with.
+
+        The client retries only by moving on to another node (a refused connection, 502-504, an answer no
+        OpenSearch node gives); waiting and trying again is ours alone, so its time stays bounded and said.
+        No gzip: it cost 1.5-2 ms of a 10-15 ms search on both ends, and ingest waits on the model, not on
+        the network."""
+        return dict(
+            hosts=[_without_credentials(url) for url in self.urls],
+            headers={**(self.headers or {}), **self.basic_auth_header()}, http_auth=self.http_auth,
+            verify_certs=self.verify_certs, ca_certs=self.ca_certs, client_cert=self.client_cert,
+            client_key=self.client_key, ssl_show_warn=self.verify_certs, timeout=self.timeout,
+            http_compress=False, max_retries=len(self.urls) - 1, retry_on_timeout=False,
+            serializer=AsciiJSONSerializer(), connection_pool_class=ReportingPool,
         )
+
+    def client(self) -> OpenSearch:
+        return OpenSearch(**self.client_options(), connection_class=NodeConnection, pool_maxsize=self.pool_size)
+
+
+class NotOpenSearchAnswer(os_errors.ConnectionError):
+    """An error answer that no OpenSearch node gives (an HTML 404 from a proxy in front of a node being
+    replaced, another service on the port): the client sets that node aside and asks the next, as it does
+    for a node that does not answer at all."""
+
+    @property
+    def status(self) -> int:
+        return int(self.args[0])
+
+
+class OpenSearchAnswers:
+    """Tells an answer from OpenSearch (a JSON error) from one of something else at its address; mixed into
+    the sync and the async connection class."""
+
+    def _raise_error(self, status_code: int, raw_data: str | bytes, content_type: str | None = None) -> None:
+        if raw_data and not _is_json_object(raw_data, content_type):
+            raise NotOpenSearchAnswer(status_code, f"HTTP {status_code} without an OpenSearch response", None)
+        super()._raise_error(status_code, raw_data, content_type)  # type: ignore[misc]
+
+
+class NodeConnection(OpenSearchAnswers, Urllib3HttpConnection):
+    """opensearch-py's urllib3 connection to one node, with OpenSearch's answers told from others'."""
+
+
+def _is_json_object(raw_data: str | bytes, content_type: str | None) -> bool:
+    if (content_type or "").split(";")[0].strip() != "application/json":
+        return False
+    try:
+        return isinstance(json.loads(raw_data), dict)
+    except ValueError:
+        return False
+
+
+def client_location(client: OpenSearch | AsyncOpenSearch) -> str:
+    """The nodes an application's own client talks to, for messages: scheme, host and port only."""
+    hosts = client.transport.hosts or [{}]
+    return ",".join(f"{'https' if host.get('use_ssl') or host.get('scheme') == 'https' else 'http'}://"
+                    f"{host.get('host', 'localhost')}:{host.get('port', 9200)}" for host in hosts)
 
 
 class ReportingPool(ConnectionPool):
@@ -284,6 +357,146 @@ def filter_clauses(filters: Filters) -> list[dict[str, Any]]:
     ]
 
 
+@contextmanager
+def translated_errors(location: str, index: str | None = None) -> Iterator[None]:
+    """Turn client errors into one-line errors an application can map (see ``hybrid.errors``), each keeping
+    the client's error as its cause and the HTTP status where one came back; ``index`` is what was asked
+    for, where a missing index means that index is missing. Sync and async requests alike."""
+    try:
+        yield
+    except os_errors.NotFoundError as error:
+        if index is not None and error.error == "index_not_found_exception":
+            if VERSION_NAME.fullmatch(index):
+                raise VersionGoneError(f"{index} is gone from {location}", status=404) from error
+            raise IndexNotFoundError(index, location, status=404) from error
+        if not isinstance(error.info, dict):
+            raise _not_opensearch(location, error.status_code) from error
+        raise HybridError(f"OpenSearch at {location}: {error.error} ({_reason(error)})", status=404) from error
+    except (os_errors.AuthenticationException, os_errors.AuthorizationException) as error:
+        raise CredentialsRefusedError(
+            f"OpenSearch at {location} refused the credentials (HTTP {error.status_code})",
+            status=error.status_code if isinstance(error.status_code, int) else None) from error
+    except NotOpenSearchAnswer as error:
+        raise _not_opensearch(location, error.status) from error
+    except os_errors.ConnectionError as error:
+        raise ClusterUnavailableError(
+            f"cannot reach OpenSearch at {location} ({type(error.info).__name__ if error.info else error})"
+        ) from error
+    except os_errors.SerializationError as error:
+        raise _not_opensearch(location, 200) from error
+    except os_errors.TransportError as error:
+        if not isinstance(error.info, dict):
+            raise _not_opensearch(location, error.status_code) from error
+        raise _answered(f"OpenSearch at {location} answered {error.status_code} {error.error}: {_reason(error)}",
+                        error.status_code) from error
+
+
+def _not_opensearch(location: str, status: Any) -> NotAClusterError:
+    return NotAClusterError(
+        f"{location} answered HTTP {status} without an OpenSearch response: is it an OpenSearch cluster?",
+        status=status if isinstance(status, int) else None)
+
+
+def worth_retrying(error: os_errors.TransportError, attempt: int, attempts: int) -> bool:
+    """Whether a failed request may be sent again: attempts are left, and no answer came (or not OpenSearch's),
+    or the cluster answered 429 or 502-504."""
+    status = error.status_code if isinstance(error.status_code, int) else None
+    return attempt < attempts and (isinstance(error, os_errors.ConnectionError) or status in RETRY_STATUSES)
+
+
+def announce_retry(problem: str, attempt: int, attempts: int, said: list[str] | None = None) -> float:
+    """Log that ``problem`` is tried again (and add it to ``said``); the pause before it: 1, 2, 4 ... s."""
+    pause = 2 ** (attempt - 1)
+    log.warning("%s; trying again in %d s (attempt %d of %d)", problem, pause, attempt + 1, attempts)
+    if said is not None:
+        said.append(problem)
+    return pause
+
+
+def _short(error: os_errors.TransportError) -> str:
+    return str(error.status_code) if isinstance(error.status_code, int) else type(error).__name__
+
+
+PLUGIN_ROWS: dict[str, Any] = {"format": "json", "h": "name,component,version"}
+NODE_NAMES: dict[str, Any] = {"format": "json", "h": "name"}
+
+
+def snapshot_from(index: str, mappings: Mapping[str, Any], location: str) -> Snapshot:
+    """The snapshot an index's mapping answer describes (for an alias, keyed by the index it points at)."""
+    concrete = sorted(mappings)
+    if len(concrete) > 1:
+        raise IncompatibleIndexError(f"{index!r} is an alias of {len(concrete)} indexes {concrete}, not of one")
+    recorded = mappings[concrete[0]]["mappings"].get("_meta", {}).get("hybrid")
+    if recorded is None:
+        raise IncompatibleIndexError(f"index {index!r} at {location} was not created by hybrid (no _meta.hybrid)")
+    return Snapshot(index, concrete[0], IndexMeta.from_dict(recorded))
+
+
+def layout_from(settings: Mapping[str, Any]) -> IndexLayout:
+    index = next(iter(settings.values()))["settings"]["index"]
+    return IndexLayout(int(index["number_of_shards"]), int(index["number_of_replicas"]))
+
+
+def leg_requests(target: str, query: LegQuery) -> tuple[list[str], list[dict[str, Any]]]:
+    """The legs ``query`` asks for and the ``_msearch`` lines that run them, each filtered before ranking."""
+    check_target_name(target)
+    filters = filter_clauses(query.filters)
+    bodies: dict[str, dict[str, Any]] = {}
+    if query.text is not None:
+        bodies["bm25"] = {**IDS_ONLY, "size": query.k, "query": match_query(query.text, filters)}
+    if query.vector is not None:
+        bodies["vector"] = {**IDS_ONLY, "size": query.k, "query": knn_query(query, filters)}
+    lines: list[dict[str, Any]] = []
+    for leg, body in bodies.items():
+        lines += [{"index": target, **LEG_SEARCH_OPTIONS[leg]}, body]
+    return list(bodies), lines
+
+
+def failed_legs_raised(answer: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The legs' responses; a leg that failed on the cluster's side (a node left mid-search) fails the whole
+    request as a 5xx (or 429), so that it is tried again rather than answered from part of the index."""
+    responses: list[dict[str, Any]] = answer["responses"]
+    for response in responses:
+        status = int(response.get("status", 200))
+        if "error" in response and (status >= 500 or status == 429):  # a search may always be sent again
+            raise os_errors.TransportError(503 if status >= 500 else 429, response["error"].get("type", "error"),
+                                           response)
+    return responses
+
+
+def legs_from(target: str, legs: list[str], responses: list[dict[str, Any]], location: str) -> dict[str, list[LegHit]]:
+    """Each leg's hits (ids and raw scores, inner products for the vector leg) from its ``_msearch`` response."""
+    found: dict[str, list[LegHit]] = {}
+    for leg, response in zip(legs, responses):
+        if "error" in response:
+            error = response["error"]
+            if error.get("type") == "index_not_found_exception":
+                if VERSION_NAME.fullmatch(target):
+                    raise VersionGoneError(f"{target} is gone from {location}", status=404)
+                raise IndexNotFoundError(target, location, status=404)
+            raise _answered(f"OpenSearch {leg} query failed: {error.get('reason', error)}", response.get("status"))
+        convert = inner_product if leg == "vector" else float
+        found[leg] = [LegHit(hit_id(h), convert(h["_score"])) for h in response["hits"]["hits"]]
+    return found
+
+
+def mget_request(target: str, ids: Sequence[str]) -> dict[str, Any]:
+    """The ``_mget`` of a page's documents, without hybrid's internal fields."""
+    check_target_name(target)
+    return {"index": target, "body": {"ids": list(ids)}, "params": {"_source_excludes": ",".join(STORED_ONLY)}}
+
+
+def sources_from(response: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    return {doc["_id"]: doc["_source"] for doc in response["docs"] if doc.get("found")}
+
+
+def fused_request(target: str, body: dict[str, Any], explain: bool) -> dict[str, Any]:
+    """A search fused on the server, failing rather than answering from part of the index."""
+    check_target_name(target)
+    params = {"allow_partial_search_results": "false", **({"explain": "true"} if explain else {})}
+    return {"index": target, "body": body, "params": params}
+
+
 class OpenSearchBackend:
     """Indexes on an OpenSearch cluster; same interface as the local backend.
 
@@ -296,46 +509,17 @@ class OpenSearchBackend:
     max_depth: int | None = MAX_RESULT_WINDOW
     has_server = True
 
-    def __init__(self, connection: Connection) -> None:
-        self.connection = connection
-        self.location = connection.safe_url
-        self.client = connection.client()
+    def __init__(self, connection: Connection | None = None, client: OpenSearch | None = None) -> None:
+        """On the cluster ``connection`` describes, or through an application's own ``client`` (its auth,
+        certificates, proxies and pool are then the application's; ``connection`` still sets timeouts,
+        attempts and index layout, and closing the backend leaves that client open)."""
+        self.connection = connection or Connection()
+        self._owns_client = client is None
+        self.client = self.connection.client() if client is None else client
+        self.location = self.connection.safe_url if client is None else client_location(client)
 
-    @contextmanager
-    def _errors(self, index: str | None = None) -> Iterator[None]:
-        """Turn client errors into one-line errors an application can map (see ``hybrid.errors``), each
-        keeping the client's error as its cause and the HTTP status where one came back."""
-        try:
-            yield
-        except os_errors.NotFoundError as error:
-            if index is not None and error.error == "index_not_found_exception":
-                if VERSION_NAME.fullmatch(index):
-                    raise VersionGoneError(f"{index} is gone from {self.location}", status=404) from error
-                raise IndexNotFoundError(index, self.location, status=404) from error
-            if not isinstance(error.info, dict):
-                raise self._not_opensearch(error.status_code) from error
-            raise HybridError(f"OpenSearch at {self.location}: {error.error} ({_reason(error)})",
-                              status=404) from error
-        except (os_errors.AuthenticationException, os_errors.AuthorizationException) as error:
-            raise CredentialsRefusedError(
-                f"OpenSearch at {self.location} refused the credentials (HTTP {error.status_code})",
-                status=error.status_code if isinstance(error.status_code, int) else None) from error
-        except os_errors.ConnectionError as error:
-            raise ClusterUnavailableError(
-                f"cannot reach OpenSearch at {self.location} "
-                f"({type(error.info).__name__ if error.info else error})") from error
-        except os_errors.SerializationError as error:
-            raise self._not_opensearch(200) from error
-        except os_errors.TransportError as error:
-            if not isinstance(error.info, dict):
-                raise self._not_opensearch(error.status_code) from error
-            raise _answered(f"OpenSearch at {self.location} answered {error.status_code} {error.error}: "
-                            f"{_reason(error)}", error.status_code) from error
-
-    def _not_opensearch(self, status: Any) -> NotAClusterError:
-        return NotAClusterError(
-            f"{self.location} answered HTTP {status} without an OpenSearch response: is it an OpenSearch "
-            "cluster?", status=status if isinstance(status, int) else None)
+    def _errors(self, index: str | None = None) -> AbstractContextManager[None]:
+        return translated_errors(self.location, index)
 
     def _with_retries(self, call: Callable[[], T], attempts: int, what: str, said: list[str] | None = None) -> T:
         """Retry 429, 5xx and lost connections, waiting 1, 2, 4 ... s (saying so, and adding it to ``said``);
@@ -344,21 +528,12 @@ class OpenSearchBackend:
             try:
                 return call()
             except (os_errors.ConnectionError, os_errors.TransportError) as error:
-                status = error.status_code if isinstance(error.status_code, int) else None
-                retriable = isinstance(error, os_errors.ConnectionError) or status in RETRY_STATUSES
-                if not retriable or attempt == attempts:
+                if not worth_retrying(error, attempt, attempts):
                     raise
-                self._retry_later(f"{what}: OpenSearch at {self.location} did not answer "
-                                  f"({status or type(error).__name__})", attempt, attempts, said)
+                pause = announce_retry(f"{what}: OpenSearch at {self.location} did not answer ({_short(error)})",
+                                       attempt, attempts, said)
+            time.sleep(pause)
         raise AssertionError("unreachable")
-
-    @staticmethod
-    def _retry_later(problem: str, attempt: int, attempts: int, said: list[str] | None) -> None:
-        pause = 2 ** (attempt - 1)
-        log.warning("%s; trying again in %d s (attempt %d of %d)", problem, pause, attempt + 1, attempts)
-        if said is not None:
-            said.append(problem)
-        time.sleep(pause)
 
     def names(self) -> list[str]:
         """Every hybrid index by the name users know: its alias, or its own name if it has none."""
@@ -400,15 +575,11 @@ class OpenSearchBackend:
             mappings = self.client.indices.get_mapping(index=concrete)
         return next(iter(mappings.values()))["mappings"].get("_meta", {})
 
-    def _hybrid_meta(self, index: str, concrete: str) -> IndexMeta:
-        recorded = self._mapping_meta(concrete).get("hybrid")
-        if recorded is None:
-            raise HybridError(f"index {index!r} at {self.location} was not created by hybrid (no _meta.hybrid)")
-        return IndexMeta.from_dict(recorded)
-
     def snapshot(self, index: str) -> Snapshot:
-        concrete = self._serving(index)
-        return Snapshot(index, concrete, self._hybrid_meta(index, concrete))
+        """The serving version and what it was built with, in one request (the alias's mapping)."""
+        check_index_name(index)
+        return snapshot_from(index, self._read(index, lambda: self.client.indices.get_mapping(index=index)),
+                             self.location)
 
     def meta(self, index: str) -> IndexMeta:
         return self.snapshot(index).meta
@@ -426,8 +597,7 @@ class OpenSearchBackend:
     def layout(self, concrete: str) -> IndexLayout:
         """The shards and replicas an existing index has."""
         with self._errors(concrete):
-            settings = next(iter(self.client.indices.get_settings(index=concrete).values()))["settings"]["index"]
-        return IndexLayout(int(settings["number_of_shards"]), int(settings["number_of_replicas"]))
+            return layout_from(self.client.indices.get_settings(index=concrete))
 
     def _new_layout(self, replaced: str | None) -> IndexLayout:
         """What the connection asks for; the rest as the replaced version has it, or the defaults."""
@@ -550,8 +720,9 @@ class OpenSearchBackend:
         return version, OpenSearchWriter(self, version, fresh=True, meta=meta)
 
     def close(self) -> None:
-        """Close the client's connections to every node."""
-        self.client.close()
+        """Close the client's connections to every node, where the client is this backend's own."""
+        if self._owns_client:
+            self.client.close()
 
     def switch(self, index: str, version: str) -> None:
         """Move the alias in one ``_aliases`` call: searches see the old version or the new, never neither."""
@@ -563,29 +734,9 @@ class OpenSearchBackend:
 
     def retrieve(self, target: str, query: LegQuery) -> dict[str, list[LegHit]]:
         """Both legs in one ``_msearch`` round trip, each with the filters applied before ranking."""
-        check_target_name(target)
-        filters = filter_clauses(query.filters)
-        bodies: dict[str, dict[str, Any]] = {}
-        if query.text is not None:
-            bodies["bm25"] = {**IDS_ONLY, "size": query.k, "query": match_query(query.text, filters)}
-        if query.vector is not None:
-            bodies["vector"] = {**IDS_ONLY, "size": query.k, "query": knn_query(query, filters)}
-        lines: list[dict[str, Any]] = []
-        for leg, body in bodies.items():
-            lines += [{"index": target, **LEG_SEARCH_OPTIONS[leg]}, body]
-        responses = self._read(target, lambda: self._msearch(lines))
-        legs: dict[str, list[LegHit]] = {}
-        for leg, response in zip(bodies, responses):
-            if "error" in response:
-                error = response["error"]
-                if error.get("type") == "index_not_found_exception":
-                    if VERSION_NAME.fullmatch(target):
-                        raise VersionGoneError(f"{target} is gone from {self.location}", status=404)
-                    raise IndexNotFoundError(target, self.location, status=404)
-                raise _answered(f"OpenSearch {leg} query failed: {error.get('reason', error)}", response.get("status"))
-            convert = inner_product if leg == "vector" else float
-            legs[leg] = [LegHit(hit_id(h), convert(h["_score"])) for h in response["hits"]["hits"]]
-        return legs
+        legs, lines = leg_requests(target, query)
+        responses = self._read(target, lambda: failed_legs_raised(self.client.msearch(body=lines)))
+        return legs_from(target, legs, responses, self.location)
 
     def _read(self, target: str, call: Callable[[], T]) -> T:
         """One read of ``target`` (a search, an ``_mget``): sent again on a 5xx/429 as searches may be, its
@@ -593,40 +744,23 @@ class OpenSearchBackend:
         with self._errors(target):
             return self._with_retries(call, self.connection.search_attempts, "search")
 
-    def _msearch(self, lines: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """The legs' responses; a leg that failed on the cluster's side (a node left mid-search) fails the
-        whole request as a 5xx, so that it is tried again rather than answered from part of the index."""
-        responses = self.client.msearch(body=lines)["responses"]
-        for response in responses:
-            status = int(response.get("status", 200))
-            if "error" in response and (status >= 500 or status == 429):  # a search may always be sent again
-                raise os_errors.TransportError(503 if status >= 500 else 429, response["error"].get("type", "error"),
-                                               response)
-        return responses
-
     def sources(self, target: str, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
         """One ``_mget`` for the documents of a page (not for every candidate of every leg)."""
         if not ids:
             return {}
-        check_target_name(target)
-        response = self._read(target, lambda: self.client.mget(
-            index=target, body={"ids": list(ids)}, params={"_source_excludes": ",".join(STORED_ONLY)}))
-        return {doc["_id"]: doc["_source"] for doc in response["docs"] if doc.get("found")}
+        return sources_from(self._read(target, lambda: self.client.mget(**mget_request(target, ids))))
 
     def fused_search(self, target: str, body: dict[str, Any], explain: bool) -> list[dict[str, Any]]:
         """The hits of one search whose body fuses on the server (a ``hybrid`` query and its pipeline);
         like the legs, it fails rather than answer from part of the index, and a 5xx/429 is sent again."""
-        check_target_name(target)
-        params = {"allow_partial_search_results": "false", **({"explain": "true"} if explain else {})}
-        response = self._read(target, lambda: self.client.search(index=target, body=body, params=params))
-        return list(response["hits"]["hits"])
+        request = fused_request(target, body, explain)
+        return list(self._read(target, lambda: self.client.search(**request))["hits"]["hits"])
 
     def plugins(self) -> tuple[list[dict[str, str]], set[str]]:
         """``_cat/plugins`` rows (node name, plugin, version), and the names of all nodes."""
         with self._errors():
-            rows = self.client.cat.plugins(format="json", h="name,component,version")
-            names = {row["name"] for row in self.client.cat.nodes(format="json", h="name")}
-        return rows, names
+            return (self.client.cat.plugins(**PLUGIN_ROWS),
+                    {row["name"] for row in self.client.cat.nodes(**NODE_NAMES)})
 
     def search_pipeline(self, name: str) -> dict[str, Any] | None:
         with self._errors():
@@ -726,8 +860,8 @@ class OpenSearchWriter(IndexWriter):
             if not transient or attempt == attempts:
                 return refused + list(transient.values())
             first = next(iter(transient.values()))
-            backend._retry_later(f"ingest: {len(transient)} documents were not taken for now ({first.reason})",
-                                 attempt, attempts, self._retried)
+            time.sleep(announce_retry(f"ingest: {len(transient)} documents were not taken for now ({first.reason})",
+                                      attempt, attempts, self._retried))
             actions = {doc_id: actions[doc_id] for doc_id in transient}
         raise AssertionError("unreachable")
 

@@ -1,0 +1,119 @@
+"""The OpenSearch backend's reads for asyncio: what an async searcher asks a cluster, on ``AsyncOpenSearch``.
+
+Every request is built and every answer read by the same functions as the sync backend's
+(``hybrid.backends.opensearch``); only the sending differs: awaited, and a retry waits with
+``asyncio.sleep``, so an event loop keeps serving other requests meanwhile. Writing stays sync (the CLI).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
+
+from opensearchpy import AIOHttpConnection, AsyncOpenSearch
+from opensearchpy import exceptions as os_errors
+
+from .base import LegHit, LegQuery, Snapshot, check_index_name
+from .opensearch import (
+    MAX_RESULT_WINDOW,
+    NODE_NAMES,
+    PLUGIN_ROWS,
+    Connection,
+    IndexLayout,
+    OpenSearchAnswers,
+    OpenSearchBackend,
+    announce_retry,
+    client_location,
+    failed_legs_raised,
+    fused_request,
+    layout_from,
+    leg_requests,
+    legs_from,
+    mget_request,
+    snapshot_from,
+    sources_from,
+    translated_errors,
+    worth_retrying,
+)
+
+T = TypeVar("T")
+
+
+class AsyncNodeConnection(OpenSearchAnswers, AIOHttpConnection):
+    """opensearch-py's aiohttp connection to one node, with OpenSearch's answers told from others'."""
+
+
+def async_client(connection: Connection) -> AsyncOpenSearch:
+    """The sync backend's client for asyncio (aiohttp), with ``pool_size`` connections per node."""
+    return AsyncOpenSearch(**connection.client_options(), connection_class=AsyncNodeConnection,
+                           maxsize=connection.pool_size)
+
+
+class AsyncOpenSearchBackend:
+    """The reads a searcher makes (``snapshot``, ``retrieve``, ``sources``, server fusion's), as coroutines;
+    the same answers, errors and retries as ``OpenSearchBackend``."""
+
+    snapshot_ttl_s = OpenSearchBackend.snapshot_ttl_s
+    max_depth: int | None = MAX_RESULT_WINDOW
+    has_server = True
+
+    def __init__(self, connection: Connection | None = None, client: AsyncOpenSearch | None = None) -> None:
+        """On the cluster ``connection`` describes, or through an application's own ``client``, which
+        closing the backend leaves open. Building one opens no connection."""
+        self.connection = connection or Connection()
+        self._owns_client = client is None
+        self.client = async_client(self.connection) if client is None else client
+        self.location = self.connection.safe_url if client is None else client_location(client)
+
+    async def _read(self, target: str | None, call: Callable[[], Awaitable[T]]) -> T:
+        """One read, sent again on a 5xx/429 or a lost connection after 1, 2, 4 ... s, without blocking the
+        loop; its errors said as hybrid says them."""
+        attempts = self.connection.search_attempts
+        with translated_errors(self.location, target):
+            for attempt in range(1, attempts + 1):
+                try:
+                    return await call()
+                except (os_errors.ConnectionError, os_errors.TransportError) as error:
+                    if not worth_retrying(error, attempt, attempts):
+                        raise
+                    pause = announce_retry(f"search: OpenSearch at {self.location} did not answer "
+                                           f"({error.status_code})", attempt, attempts)
+                await asyncio.sleep(pause)
+        raise AssertionError("unreachable")
+
+    async def snapshot(self, index: str) -> Snapshot:
+        check_index_name(index)
+        return snapshot_from(index, await self._read(index, lambda: self.client.indices.get_mapping(index=index)),
+                             self.location)
+
+    async def retrieve(self, target: str, query: LegQuery) -> dict[str, list[LegHit]]:
+        legs, lines = leg_requests(target, query)
+
+        async def msearch() -> list[dict[str, Any]]:
+            return failed_legs_raised(await self.client.msearch(body=lines))
+
+        return legs_from(target, legs, await self._read(target, msearch), self.location)
+
+    async def sources(self, target: str, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        if not ids:
+            return {}
+        return sources_from(await self._read(target, lambda: self.client.mget(**mget_request(target, ids))))
+
+    async def fused_search(self, target: str, body: dict[str, Any], explain: bool) -> list[dict[str, Any]]:
+        request = fused_request(target, body, explain)
+        return list((await self._read(target, lambda: self.client.search(**request)))["hits"]["hits"])
+
+    async def plugins(self) -> tuple[list[dict[str, str]], set[str]]:
+        with translated_errors(self.location):
+            rows = await self.client.cat.plugins(**PLUGIN_ROWS)
+            return rows, {row["name"] for row in await self.client.cat.nodes(**NODE_NAMES)}
+
+    async def layout(self, concrete: str) -> IndexLayout:
+        with translated_errors(self.location, concrete):
+            return layout_from(await self.client.indices.get_settings(index=concrete))
+
+    async def close(self) -> None:
+        """Close the client's connections, where the client is this backend's own."""
+        if self._owns_client:
+            await self.client.close()
