@@ -9,6 +9,7 @@ from .errors import (
     BadRequestError,
     ClusterUnavailableError,
     CredentialsRefusedError,
+    DamagedIndexError,
     HybridError,
     IncompatibleIndexError,
     IndexNotFoundError,
@@ -22,7 +23,7 @@ from .settings import SearchSettings
 from .version import __version__
 
 __all__ = [
-    "AsyncSearcher", "BadRequestError", "ClusterUnavailableError", "CredentialsRefusedError", "Fusion", "Hit",
-    "HybridError", "IncompatibleIndexError", "IndexNotFoundError", "LegRank", "NotAClusterError", "OverloadedError",
-    "SearchSettings", "Searcher", "__version__", "rrf",
+    "AsyncSearcher", "BadRequestError", "ClusterUnavailableError", "CredentialsRefusedError", "DamagedIndexError",
+    "Fusion", "Hit", "HybridError", "IncompatibleIndexError", "IndexNotFoundError", "LegRank", "NotAClusterError",
+    "OverloadedError", "SearchSettings", "Searcher", "__version__", "rrf",
 ]

@@ -23,6 +23,7 @@ from .errors import (
     DISTRIBUTION,
     ClusterUnavailableError,
     CredentialsRefusedError,
+    DamagedIndexError,
     HybridError,
     IndexNotFoundError,
     NotAClusterError,
@@ -73,6 +74,8 @@ def with_advice(error: Exception) -> str:
     if isinstance(error, ClusterUnavailableError) and error.status is None:  # nothing answered
         return (f"{error}; start it (docker/opensearch-node.sh start, or docker compose -f docker/docker-compose.yml "
                 "up -d) or point --opensearch / OPENSEARCH_URL at a running cluster")
+    if isinstance(error, DamagedIndexError):
+        return f"{error}: roll back (hybrid reindex --index NAME --rollback) or ingest again into a new index"
     if isinstance(error, CredentialsRefusedError):
         return f"{error}; set OPENSEARCH_USER and OPENSEARCH_PASSWORD to a user allowed to read and write the index"
     return str(error)

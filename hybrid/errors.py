@@ -51,6 +51,11 @@ class IncompatibleIndexError(HybridError):
     """The index was built with another model or dimension; writing to it would mix vector spaces."""
 
 
+class DamagedIndexError(HybridError):
+    """A version of an embedded index is damaged or incomplete (a file missing, or not fitting the rest): an
+    application's 500. Rolling back to the version before it, or ingesting again, mends it."""
+
+
 class ClusterUnavailableError(HybridError):
     """The cluster could not be reached, or answered with a server error or not as a cluster does (an
     application's 503). Retriable: the same call may succeed once the cluster is back."""

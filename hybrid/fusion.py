@@ -35,6 +35,7 @@ Where this differs from OpenSearch (2.19 / 3.x source), and why:
 
 from __future__ import annotations
 
+import heapq
 import math
 import statistics
 from collections.abc import Iterable, Mapping, Sequence
@@ -112,19 +113,23 @@ class Fusion:
         if limit is not None and limit < 0:
             raise ValueError(f"limit must not be negative, got {limit}")
         places: dict[str, dict[str, Place]] = {}
+        leg_weights = {leg: weights.get(leg, 1.0) for leg in legs}
+        rrf_scores: dict[str, float] = {}  # summed as each place is seen: the same sum, in the same order
         for leg, hits in legs.items():
             unique = _first_places(hits)
             values = self._leg_values([score for _, score in unique])
             for position, ((doc_id, score), value) in enumerate(zip(unique, values), start=1):
                 places.setdefault(doc_id, {})[leg] = (position, score, value)
-        leg_weights = {leg: weights.get(leg, 1.0) for leg in legs}
-        ranked: list[tuple[Any, ...]]  # (-score, id) or (-score, best rank, id): the sort order
+                if self.method == "rrf":
+                    rrf_scores[doc_id] = rrf_scores.get(doc_id, 0) + leg_weights[leg] / (self.rank_constant + position)
+        keys: Iterable[tuple[Any, ...]]  # (-score, id) or (-score, best rank, id): the sort order
         if self.method == "rrf":
-            ranked = sorted((-self._combine(by_leg, leg_weights), doc_id) for doc_id, by_leg in places.items())
+            keys = ((-score, doc_id) for doc_id, score in rrf_scores.items())
         else:
-            ranked = sorted((-self._combine(by_leg, leg_weights), min(rank for rank, _, _ in by_leg.values()), doc_id)
-                            for doc_id, by_leg in places.items())
-        return [_fused_hit(key[-1], -key[0], places[key[-1]], legs) for key in ranked[:limit]]
+            keys = ((-self._combine(by_leg, leg_weights), min(rank for rank, _, _ in by_leg.values()), doc_id)
+                    for doc_id, by_leg in places.items())
+        ranked = sorted(keys) if limit is None else heapq.nsmallest(limit, keys)
+        return [_fused_hit(key[-1], -key[0], places[key[-1]], legs) for key in ranked]
 
     def _leg_values(self, scores: Sequence[float]) -> list[float]:
         if self.method == "rrf":
@@ -132,8 +137,7 @@ class Fusion:
         return normalize(scores, self.method)
 
     def _combine(self, by_leg: Mapping[str, Place], weights: Mapping[str, float]) -> float:
-        if self.method == "rrf":
-            return sum(weights[leg] / (self.rank_constant + rank) for leg, (rank, _, _) in by_leg.items())
+        """A document's fused score by score normalisation (RRF sums as it goes)."""
         missed = 0.0 if self.combination == "arithmetic" else MIN_SCORE
         values = {leg: by_leg[leg][2] if leg in by_leg else missed for leg in weights}
         return combine(values, weights, self.combination)

@@ -50,7 +50,7 @@ class SearchSettings:
         fine-tuning alike: each leg cut to ``depth`` (default: the window), then fused; the best ``limit``
         hits where given (all else)."""
         cut = self.window if depth is None else depth
-        lists = {leg: [(hit.id, hit.score) for hit in hits[:cut]] for leg, hits in legs.items()}
+        lists = {leg: hits[:cut] for leg, hits in legs.items()}
         return self._fusion({leg: w for leg, w in self.weights.items() if leg in lists})(lists, limit)
 
     def but(self, **changes: Any) -> SearchSettings:

@@ -193,3 +193,10 @@ def test_a_host_answering_a_proxys_404_is_passed_over_for_the_next(opensearch_cr
                     return [await searcher.search(QUERIES[0]) for _ in range(3)]
             got = asyncio.run(main())
     assert all(pages([hits]) == expected for hits in got)
+
+
+def test_a_client_of_the_other_kind_is_refused_before_any_request():
+    with pytest.raises(BadRequestError, match="AsyncOpenSearch client, not OpenSearch"):
+        AsyncSearcher("anything", client=OpenSearch(hosts=["http://127.0.0.1:9"]))
+    with pytest.raises(BadRequestError, match="OpenSearch client, not AsyncOpenSearch"):
+        Searcher("anything", client=AsyncOpenSearch(hosts=["http://127.0.0.1:9"]))

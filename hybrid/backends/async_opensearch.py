@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 from opensearchpy import AIOHttpConnection, AsyncOpenSearch
 from opensearchpy import exceptions as os_errors
 
+from ..errors import BadRequestError
 from .base import LegHit, LegQuery, Snapshot, check_index_name
 from .opensearch import (
     MAX_RESULT_WINDOW,
@@ -61,6 +62,9 @@ class AsyncOpenSearchBackend:
     def __init__(self, connection: Connection | None = None, client: AsyncOpenSearch | None = None) -> None:
         """On the cluster ``connection`` describes, or through an application's own ``client``, which
         closing the backend leaves open. Building one opens no connection."""
+        if client is not None and not isinstance(client, AsyncOpenSearch):
+            raise BadRequestError(f"an async searcher needs an AsyncOpenSearch client, not {type(client).__name__} "
+                                  "(Searcher takes an OpenSearch one)")
         self.connection = connection or Connection()
         self._owns_client = client is None
         self.client = async_client(self.connection) if client is None else client

@@ -12,7 +12,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, field
 from types import TracebackType
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 
@@ -122,9 +122,10 @@ class StoredDocument:
     vectors: np.ndarray
 
 
-@dataclass(frozen=True)
-class LegHit:
-    """One hit of one retrieval leg: a document id and the leg's raw score."""
+class LegHit(NamedTuple):
+    """One hit of one retrieval leg: a document id and the leg's raw score. A named tuple, as fusion takes
+    ``(id, score)`` pairs: a leg's hundreds of candidates are made per query, and a frozen dataclass took
+    three times as long to build, then another copy to fuse."""
 
     id: str
     score: float

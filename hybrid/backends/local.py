@@ -39,7 +39,7 @@ import Stemmer
 from filelock import FileLock, Timeout
 
 from ..documents import document_text
-from ..errors import HybridError, IndexNotFoundError, VersionGoneError, require_extra
+from ..errors import DamagedIndexError, HybridError, IndexNotFoundError, VersionGoneError, require_extra
 from .base import (
     Filters,
     IndexInfo,
@@ -173,8 +173,7 @@ class LocalIndex:
         if self.bm25 is not None and self.bm25.num_docs != count:
             problems.append(f"a BM25 index of {self.bm25.num_docs} documents for {count}")
         if problems:
-            raise HybridError(f"index version {self.folder} is damaged ({'; '.join(problems)}): roll back "
-                              "(hybrid reindex --rollback) or ingest again into a new index")
+            raise DamagedIndexError(f"index version {self.folder} is damaged ({'; '.join(problems)})")
 
     def text(self, row: int) -> str:
         """The text row ``row`` was embedded from."""
@@ -353,7 +352,7 @@ class LocalBackend:
                     continue
                 if isinstance(error, HybridError):
                     raise
-                raise HybridError(f"index version {folder} is incomplete: {error.filename} is missing") from None
+                raise DamagedIndexError(f"index version {folder} is incomplete: {error.filename} is missing") from None
             self._loaded[index] = loaded
             return loaded
         raise HybridError(f"index {target!r} changed {LOAD_ATTEMPTS} times while being loaded; try again")

@@ -513,6 +513,9 @@ class OpenSearchBackend:
         """On the cluster ``connection`` describes, or through an application's own ``client`` (its auth,
         certificates, proxies and pool are then the application's; ``connection`` still sets timeouts,
         attempts and index layout, and closing the backend leaves that client open)."""
+        if client is not None and not isinstance(client, OpenSearch):
+            raise BadRequestError(f"a searcher needs an OpenSearch client, not {type(client).__name__} "
+                                  "(AsyncSearcher takes an AsyncOpenSearch one)")
         self.connection = connection or Connection()
         self._owns_client = client is None
         self.client = self.connection.client() if client is None else client
