@@ -37,7 +37,7 @@ class AsyncSearcher(BaseSearcher):
     ``await close()`` at shutdown releases its connections and threads.
 
     ``threads``: queries encoded (and embedded indexes searched) at once, off the event loop; default:
-    the machine's CPUs, which the work is bound by. A cluster's ``Connection.pool_size`` (or the client
+    the CPUs this process may run on, which the work is bound by. A cluster's ``Connection.pool_size`` (or the client
     handed in) sets how many requests go to each node at once.
     """
 
@@ -62,7 +62,8 @@ class AsyncSearcher(BaseSearcher):
         super().__init__(index, backend, data_dir=data_dir, opensearch=opensearch, client=client, embedder=embedder,
                          settings=settings, snapshot_ttl_s=snapshot_ttl_s, query_encoder=query_encoder,
                          fusion_on=fusion_on)
-        self._pool = ThreadPoolExecutor(max_workers=threads or os.cpu_count() or 1, thread_name_prefix="hybrid")
+        self._pool = ThreadPoolExecutor(max_workers=threads or len(os.sched_getaffinity(0)),
+                                        thread_name_prefix="hybrid")
 
     def _open(self, data_dir: str | Path | None, opensearch: str | Connection | None,
               client: AsyncOpenSearch | None) -> SearchTarget:

@@ -70,11 +70,20 @@ async def run_async(steps: Steps[T], backend: object, pool: Executor) -> T:
             return done.value  # type: ignore[no-any-return]
         try:
             if isinstance(step, Compute):
-                answer = await loop.run_in_executor(pool, step.work)
+                answer = await loop.run_in_executor(pool, partial(_no_stop, step.work))
             else:
                 method = getattr(backend, step.method)
                 answer = (await method(*step.args) if inspect.iscoroutinefunction(method)
-                          else await loop.run_in_executor(pool, partial(method, *step.args)))
+                          else await loop.run_in_executor(pool, partial(_no_stop, partial(method, *step.args))))
             failure = None
         except Exception as error:  # not CancelledError (a BaseException): a cancelled request just stops
             answer, failure = None, error
+
+
+def _no_stop(work: Callable[[], T]) -> T:
+    """``work()``, with a StopIteration it lets out (a ``next()`` on an empty iterator) as a RuntimeError: a
+    future cannot hold a StopIteration, and the coroutine awaiting it would wait forever."""
+    try:
+        return work()
+    except StopIteration as error:
+        raise RuntimeError(f"{work} raised StopIteration") from error

@@ -200,3 +200,19 @@ def test_a_client_of_the_other_kind_is_refused_before_any_request():
         AsyncSearcher("anything", client=OpenSearch(hosts=["http://127.0.0.1:9"]))
     with pytest.raises(BadRequestError, match="OpenSearch client, not AsyncOpenSearch"):
         Searcher("anything", client=AsyncOpenSearch(hosts=["http://127.0.0.1:9"]))
+
+
+def test_a_step_that_lets_out_stopiteration_fails_instead_of_hanging():
+    """A future cannot hold a StopIteration: raised by a step's work, it would leave the search waiting forever."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from hybrid.steps import Compute, run_async
+
+    def steps():
+        yield Compute(lambda: next(iter([])))
+
+    async def main() -> None:
+        with ThreadPoolExecutor(1) as pool, pytest.raises(RuntimeError, match="StopIteration"):
+            await asyncio.wait_for(run_async(steps(), None, pool), timeout=10)
+
+    asyncio.run(main())

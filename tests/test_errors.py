@@ -20,20 +20,27 @@ def opensearch_error(status: int, kind: str) -> bytes:
     return json.dumps({"error": {"type": kind, "reason": f"{kind} here"}, "status": status}).encode()
 
 
-@pytest.mark.parametrize(("status", "body", "error", "retriable"), [
-    (429, opensearch_error(429, "rejected_execution_exception"), hybrid.OverloadedError, True),
-    (503, opensearch_error(503, "cluster_block_exception"), hybrid.ClusterUnavailableError, True),
-    (400, opensearch_error(400, "parsing_exception"), hybrid.BadRequestError, False),
-    (401, opensearch_error(401, "security_exception"), hybrid.CredentialsRefusedError, False),
-    (404, b"<html>Not here</html>", hybrid.NotAClusterError, True),
+@pytest.mark.parametrize(("status", "body", "error", "retriable", "sends"), [
+    (429, opensearch_error(429, "rejected_execution_exception"), hybrid.OverloadedError, True, 2),
+    (503, opensearch_error(503, "cluster_block_exception"), hybrid.ClusterUnavailableError, True, 2),
+    (400, opensearch_error(400, "parsing_exception"), hybrid.BadRequestError, False, 1),
+    (401, opensearch_error(401, "security_exception"), hybrid.CredentialsRefusedError, False, 1),
+    (404, b"<html>Not here</html>", hybrid.NotAClusterError, True, 2),  # a node being replaced may come back
+    # the security plugin's own refusals in plain text (older 2.x, and 2.19 without a challenge)
+    (401, b"Unauthorized", hybrid.CredentialsRefusedError, False, 1),
+    (401, b"Authentication finally failed", hybrid.CredentialsRefusedError, False, 1),
+    # a proxy refusing a large body: not OpenSearch's answer, and sending it again would not help
+    (413, b"<html>413 Request Entity Too Large</html>", hybrid.NotAClusterError, True, 1),
 ])
-def test_each_answer_is_an_error_an_application_can_map(status, body, error, retriable):
-    content_type = "text/html" if body.startswith(b"<") else "application/json"
-    with answering(status, body, content_type) as url:
-        backend = OpenSearchBackend(Connection(url, timeout=2, search_attempts=1, retries=1))
+def test_each_answer_is_an_error_an_application_can_map(status, body, error, retriable, sends):
+    content_type = {b"<": "text/html", b"{": "application/json"}.get(body[:1], "text/plain; charset=UTF-8")
+    seen: list = []
+    with answering(status, body, content_type, seen) as url:
+        backend = OpenSearchBackend(Connection(url, timeout=2, search_attempts=2, retries=1))
         with pytest.raises(error) as raised:
             hybrid.Searcher("docs", backend).search("anything")
     assert raised.value.status == status and raised.value.retriable is retriable
+    assert len(seen) == sends  # sent again only where the same request may pass
     assert isinstance(raised.value, hybrid.HybridError)
     assert isinstance(raised.value.__cause__, os_errors.TransportError)  # the client's error, kept
 

@@ -73,12 +73,15 @@ def test_the_service_answers_as_the_cli_and_maps_errors(where, request, tmp_path
         author = app.get("/search", params={"q": QUERIES[0], "k": 1}).json()["hits"][0]["source"]["metadata"]["author"]
         filtered = app.get("/search", params={"q": QUERIES[0], "filter": f"metadata.author={author}"}).json()["hits"]
         assert filtered == cli_hits(env, QUERIES[0], "--filter", f"metadata.author={author}")
-        for bad in ({"q": "   "}, {"q": "shock", "k": 0}, {"q": "shock", "mode": "fuzzy"}, {"q": "a", "filter": "x"}):
+        for bad in ({"q": "   "}, {"q": "shock", "k": 0}, {"q": "shock", "mode": "fuzzy"}, {"q": "a", "filter": "x"},
+                    {"q": "shock", "k": 100_000}, {"q": "shock", "offset": -1}, {"k": 3}, {"q": "a", "k": "ten"}):
             refused = app.get("/search", params=bad)
             assert refused.status_code == 400 and refused.json()["error"] == "BadRequestError", (bad, refused.text)
     with service({**env, "HYBRID_INDEX": "no-such-index"}, tmp_path / "missing.log") as app:
         missing = app.get("/search", params={"q": "shock"})
-        assert missing.status_code == 404 and "no-such-index" in missing.json()["detail"]
+        assert missing.status_code == 404
+        assert missing.json() == {"error": "IndexNotFoundError", "detail": "no such index"}
+        assert app.get("/search", params={"q": " "}).status_code == 400  # checked before the index is looked up
 
 
 def test_a_stopped_node_gives_503_and_the_service_stays_up(nodes, local_cranfield, tmp_path):
@@ -97,6 +100,7 @@ def test_a_stopped_node_gives_503_and_the_service_stays_up(nodes, local_cranfiel
             down = app.get("/search", params={"q": QUERIES[0]})
             assert down.status_code == 503 and down.headers["Retry-After"] == "1", down.text
             assert down.json()["error"] == "ClusterUnavailableError"
+            assert "127.0.0.1" not in down.text  # where the cluster lives goes to the service's log only
             assert app.get("/health").status_code == 200
         finally:
             nodes.restart(node)

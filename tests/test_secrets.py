@@ -43,6 +43,9 @@ def leaks(password: str, *texts: str) -> list[str]:
 @given(password=passwords, token=passwords)
 def test_a_connection_never_shows_its_credentials(password, token):
     url = f"http://admin:{quote(password, safe='')}@127.0.0.1:9200,https://svc:{quote(token, safe='')}@node-2:9201"
+    bare = Connection(f"admin:{quote(password, safe='')}@127.0.0.1:9200/?api_key={quote(token, safe='')}")
+    assert leaks(password, repr(bare), bare.safe_url) == [] and leaks(token, repr(bare), bare.safe_url) == []
+    assert bare.safe_url == "http://127.0.0.1:9200/"  # no scheme: the client reads it as http, and so do we
     connection = Connection(url, user="admin", password=token)
     shown = [repr(connection), str(connection), connection.safe_url, repr([connection]), f"{connection!r:>10}"]
     assert leaks(password, *shown) == [] and leaks(token, *shown) == []

@@ -32,6 +32,7 @@ from .opensearch import (
     leg_requests,
     legs_from,
     mget_request,
+    short_reason,
     snapshot_from,
     sources_from,
     translated_errors,
@@ -82,7 +83,7 @@ class AsyncOpenSearchBackend:
                     if not worth_retrying(error, attempt, attempts):
                         raise
                     pause = announce_retry(f"search: OpenSearch at {self.location} did not answer "
-                                           f"({error.status_code})", attempt, attempts)
+                                           f"({short_reason(error)})", attempt, attempts)
                 await asyncio.sleep(pause)
         raise AssertionError("unreachable")
 

@@ -74,6 +74,8 @@ IDS_ONLY: dict[str, Any] = {"_source": False, "stored_fields": "_none_", "docval
 """A leg's candidates by their ids alone, read from doc values: reading ``_id`` from stored fields unpacks
 each hit's stored block, vectors and all, which took 5-6 ms of a leg's 7-8 on SciFact."""
 VERSION_NAME = re.compile(r"(?P<index>.+)_v(?P<number>\d+)")
+URL_START = re.compile(r",(?=\s*(?:[A-Za-z][A-Za-z0-9+.-]*://|[\w.-]+:\d+/?\s*(?:,|$)|\[[0-9A-Fa-f:.]+\]:\d+))")
+"""A comma that starts another node's URL: before a scheme, or a bare ``host:port``."""
 T = TypeVar("T")
 log = logging.getLogger("hybrid")
 
@@ -115,8 +117,9 @@ class Connection:
     """A PEM client certificate (with its key, or ``client_key`` beside it) for clusters that ask for one."""
     client_key: str | None = None
     http_auth: Any = None
-    """An auth object for the client instead of ``user``/``password`` (e.g. opensearch-py's
-    ``AWSV4SignerAuth``, or ``AWSV4SignerAsyncAuth`` for an async searcher); shown by its type only."""
+    """An auth object that signs requests, instead of ``user``/``password`` (e.g. opensearch-py's
+    ``AWSV4SignerAuth``, or ``AWSV4SignerAsyncAuth`` for an async searcher), or a ``(user, password)`` pair
+    (sent as UTF-8 basic auth); shown by its type only."""
     headers: Mapping[str, str] | None = None
     """Headers sent with every request (a tenant, a trace id); shown by their names only."""
     pool_size: int = 10
@@ -175,8 +178,10 @@ class Connection:
 
     @property
     def urls(self) -> list[str]:
-        # Split only where a URL starts: a password in a URL may hold a comma.
-        return [url.strip(" ,") for url in re.split(r",(?=\s*https?://)", self.url) if url.strip(" ,")]
+        """Each node's URL, with ``http://`` before one given as ``[user:password@]host:port`` (as the client
+        reads it): split only where a URL starts, since a password in a URL may hold a comma."""
+        found = (url.strip(" ,") for url in URL_START.split(self.url))
+        return [url if "://" in url else f"http://{url}" for url in found if url]
 
     @property
     def safe_url(self) -> str:
@@ -184,27 +189,45 @@ class Connection:
         return ",".join(_without_credentials(url) for url in self.urls)
 
     def basic_auth_header(self) -> dict[str, str]:
-        """HTTP basic credentials (``user``/``password``, else those of the first URL that has some) as an
-        ``Authorization`` header encoded in UTF-8, as OpenSearch's security plugin decodes them: the client's
-        own ``http_auth`` encodes Latin-1 and fails on any other character (a traceback, not a refusal)."""
-        credentials = (self.user, self.password or "") if self.user else next(
-            ((unquote(parts.username), unquote(parts.password or "")) for parts in map(urlsplit, self.urls)
-             if parts.username), None)
-        if credentials is None or self.http_auth is not None:
+        """HTTP basic credentials as an ``Authorization`` header encoded in UTF-8, as OpenSearch's security
+        plugin decodes them (the client's own ``http_auth`` encodes Latin-1 and fails on any other character:
+        a traceback, not a refusal). Whose: a ``(user, password)`` or ``"user:password"`` ``http_auth``, else
+        ``user``/``password``, else those of the first URL that has some; none where ``headers`` carry an
+        ``Authorization`` of their own (given explicitly, they win over the environment's user) or
+        ``http_auth`` is an object that signs requests itself."""
+        if any(name.lower() == "authorization" for name in self.headers or {}):
+            return {}
+        credentials = self._basic_credentials()
+        if credentials is None:
             return {}
         token = base64.b64encode(":".join(credentials).encode("utf-8")).decode("ascii")
         return {"authorization": f"Basic {token}"}
 
+    def _basic_credentials(self) -> tuple[str, str] | None:
+        auth = self.http_auth
+        if isinstance(auth, tuple | list) and len(auth) == 2:
+            return str(auth[0]), str(auth[1])
+        if isinstance(auth, str):
+            user, _, password = auth.partition(":")
+            return user, password
+        if auth is not None:
+            return None
+        if self.user:
+            return self.user, self.password or ""
+        return next(((unquote(parts.username), unquote(parts.password or "")) for parts in map(urlsplit, self.urls)
+                     if parts.username), None)
+
     def client_options(self) -> dict[str, Any]:
         """What the sync and the async client are both built with.
 
-        The client retries only by moving on to another node (a refused connection, 502-504, an answer no
+        The client retries only by moving on to another node (a refused connection, 502-504, a 404 page no
         OpenSearch node gives); waiting and trying again is ours alone, so its time stays bounded and said.
         No gzip: it cost 1.5-2 ms of a 10-15 ms search on both ends, and ingest waits on the model, not on
         the network."""
+        signer = None if isinstance(self.http_auth, tuple | list | str) else self.http_auth
         return dict(
             hosts=[_without_credentials(url) for url in self.urls],
-            headers={**(self.headers or {}), **self.basic_auth_header()}, http_auth=self.http_auth,
+            headers={**(self.headers or {}), **self.basic_auth_header()}, http_auth=signer,
             verify_certs=self.verify_certs, ca_certs=self.ca_certs, client_cert=self.client_cert,
             client_key=self.client_key, ssl_show_warn=self.verify_certs, timeout=self.timeout,
             http_compress=False, max_retries=len(self.urls) - 1, retry_on_timeout=False,
@@ -216,9 +239,9 @@ class Connection:
 
 
 class NotOpenSearchAnswer(os_errors.ConnectionError):
-    """An error answer that no OpenSearch node gives (an HTML 404 from a proxy in front of a node being
-    replaced, another service on the port): the client sets that node aside and asks the next, as it does
-    for a node that does not answer at all."""
+    """A 404 that no OpenSearch node gives (an HTML page from a proxy in front of a node being replaced,
+    another service on the port): the client sets that node aside and asks the next, as it does for a node
+    that does not answer at all."""
 
     @property
     def status(self) -> int:
@@ -226,11 +249,12 @@ class NotOpenSearchAnswer(os_errors.ConnectionError):
 
 
 class OpenSearchAnswers:
-    """Tells an answer from OpenSearch (a JSON error) from one of something else at its address; mixed into
-    the sync and the async connection class."""
+    """Tells a 404 from OpenSearch (a JSON error: no such index) from a 404 page of something else at its
+    address; mixed into the sync and the async connection class. Other statuses keep the client's own
+    errors: a security plugin's 401 may well be plain text."""
 
     def _raise_error(self, status_code: int, raw_data: str | bytes, content_type: str | None = None) -> None:
-        if raw_data and not _is_json_object(raw_data, content_type):
+        if status_code == 404 and raw_data and not _is_json_object(raw_data, content_type):
             raise NotOpenSearchAnswer(status_code, f"HTTP {status_code} without an OpenSearch response", None)
         super()._raise_error(status_code, raw_data, content_type)  # type: ignore[misc]
 
@@ -269,9 +293,10 @@ class ReportingPool(ConnectionPool):
 
 
 def _without_credentials(url: str) -> str:
-    """``url`` without its ``user:password@`` part (an IPv6 host keeps its brackets)."""
+    """``url`` without its ``user:password@`` part, query and fragment (an ``?api_key=``), an IPv6 host
+    keeping its brackets."""
     parts = urlsplit(url)
-    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2], query="", fragment=""))
 
 
 def _count_from_env(name: str, minimum: int) -> int | None:
@@ -413,7 +438,8 @@ def announce_retry(problem: str, attempt: int, attempts: int, said: list[str] | 
     return pause
 
 
-def _short(error: os_errors.TransportError) -> str:
+def short_reason(error: os_errors.TransportError) -> str:
+    """An error's status, or its kind where nothing answered."""
     return str(error.status_code) if isinstance(error.status_code, int) else type(error).__name__
 
 
@@ -424,6 +450,8 @@ NODE_NAMES: dict[str, Any] = {"format": "json", "h": "name"}
 def snapshot_from(index: str, mappings: Mapping[str, Any], location: str) -> Snapshot:
     """The snapshot an index's mapping answer describes (for an alias, keyed by the index it points at)."""
     concrete = sorted(mappings)
+    if not concrete:  # a user allowed to see no index of the alias
+        raise IndexNotFoundError(index, location)
     if len(concrete) > 1:
         raise IncompatibleIndexError(f"{index!r} is an alias of {len(concrete)} indexes {concrete}, not of one")
     recorded = mappings[concrete[0]]["mappings"].get("_meta", {}).get("hybrid")
@@ -533,7 +561,7 @@ class OpenSearchBackend:
             except (os_errors.ConnectionError, os_errors.TransportError) as error:
                 if not worth_retrying(error, attempt, attempts):
                     raise
-                pause = announce_retry(f"{what}: OpenSearch at {self.location} did not answer ({_short(error)})",
+                pause = announce_retry(f"{what}: OpenSearch at {self.location} did not answer ({short_reason(error)})",
                                        attempt, attempts, said)
             time.sleep(pause)
         raise AssertionError("unreachable")
