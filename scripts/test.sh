@@ -24,33 +24,42 @@ find_python() {
 }
 
 # One node for most tests; a three-node cluster for layout, shard and node-failure tests; a node with
-# neural-search for OpenSearch's own hybrid query. What the nodes print goes to a log file, not the test log.
-node=$ROOT/docker/opensearch-node.sh
-node_log=$ROOT/.test-logs/opensearch-nodes.log
+# neural-search for OpenSearch's own hybrid query; Elasticsearch 9.x and 8.x nodes. What the nodes print goes
+# to a log file, not the test log.
+opensearch=$ROOT/docker/opensearch-node.sh
+elasticsearch=$ROOT/docker/elasticsearch-node.sh
+node_log=$ROOT/.test-logs/nodes.log
 mkdir -p "$(dirname "$node_log")"
 : >"$node_log"
 cluster_port=${HYBRID_TEST_CLUSTER_PORT:-9210}
 neural_port=${HYBRID_TEST_NEURAL_PORT:-9220}
-nodes() {  # nodes ARGS...: run the node script, its output to the log; on failure say where to look
-  if ! "$node" "$@" >>"$node_log" 2>&1; then
-    echo "docker/opensearch-node.sh $* failed; its output (last lines below) is in $node_log" >&2
+es9=(env ELASTICSEARCH_VERSION=9.2.0 ELASTICSEARCH_PORT="${HYBRID_TEST_ES9_PORT:-9250}" "$elasticsearch")
+es8=(env ELASTICSEARCH_VERSION=8.19.0 ELASTICSEARCH_PORT="${HYBRID_TEST_ES8_PORT:-9260}" "$elasticsearch")
+nodes() {  # nodes SCRIPT ARGS...: run a node script, its output to the log; on failure say where to look
+  if ! "$@" >>"$node_log" 2>&1; then
+    echo "$* failed; its output (last lines below) is in $node_log" >&2
     tail -n 20 "$node_log" >&2
     return 1
   fi
 }
 stop_nodes() {
-  nodes stop || true
-  OPENSEARCH_PORT=$cluster_port nodes stop --nodes 3 || true
-  OPENSEARCH_PORT=$neural_port nodes stop --neural || true
+  nodes "$opensearch" stop || true
+  OPENSEARCH_PORT=$cluster_port nodes "$opensearch" stop --nodes 3 || true
+  OPENSEARCH_PORT=$neural_port nodes "$opensearch" stop --neural || true
+  nodes "${es9[@]}" stop || true
+  nodes "${es8[@]}" stop || true
 }
 trap stop_nodes EXIT
-echo "starting OpenSearch nodes (output in $node_log)"
-nodes start
-OPENSEARCH_PORT=$cluster_port nodes start --nodes 3
-OPENSEARCH_PORT=$neural_port nodes start --neural
+echo "starting OpenSearch and Elasticsearch nodes (output in $node_log)"
+nodes "$opensearch" start
+OPENSEARCH_PORT=$cluster_port nodes "$opensearch" start --nodes 3
+OPENSEARCH_PORT=$neural_port nodes "$opensearch" start --neural
+nodes "${es9[@]}" start
+nodes "${es8[@]}" start
 export HYBRID_TEST_NEURAL=http://127.0.0.1:$neural_port
 export HYBRID_TEST_OPENSEARCH=http://127.0.0.1:${OPENSEARCH_PORT:-9200}
 export HYBRID_TEST_CLUSTER=http://127.0.0.1:$cluster_port,http://127.0.0.1:$((cluster_port + 1)),http://127.0.0.1:$((cluster_port + 2))
+export HYBRID_TEST_ELASTICSEARCH=http://127.0.0.1:${HYBRID_TEST_ES9_PORT:-9250},http://127.0.0.1:${HYBRID_TEST_ES8_PORT:-9260}
 "$VENV/bin/python" -m pytest "$@"
 
 # The suite ran on python3; the other supported Pythons get a quick install-and-use check. CI must have

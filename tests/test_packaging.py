@@ -61,7 +61,8 @@ def test_the_wheel_builds_quietly_and_its_query_only_install_searches_both_backe
     assert "warning" not in log and "deprecat" not in log, built.stdout + built.stderr
     [wheel] = (tmp_path / "dist").glob("*.whl")
     assert wheel.name.startswith("hybrid_search_toolkit-")  # the name we own on PyPI (hybrid-search is not ours)
-    assert {"hybrid/mappings/index.json", "hybrid/py.typed"} <= set(zipfile.ZipFile(wheel).namelist())
+    assert {"hybrid/mappings/description.json", "hybrid/mappings/opensearch.json", "hybrid/mappings/elasticsearch.json",
+            "hybrid/py.typed"} <= set(zipfile.ZipFile(wheel).namelist())
 
     venv = tmp_path / "venv"
     assert run(BIN / "uv", "venv", "--quiet", "--python", sys.executable, venv).returncode == 0

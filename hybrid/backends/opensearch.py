@@ -1,7 +1,8 @@
 """The OpenSearch backend: k-NN (HNSW, inner product) next to BM25 text fields, both legs in one ``_msearch``.
 
 Works on any OpenSearch >= 2.13 with the k-NN plugin: no search pipeline or neural-search plugin.
-The index mapping is ``hybrid/mappings/index.json`` (linked as ``mappings/`` at the repository top).
+The index mapping is ``hybrid/mappings/description.json`` rendered for OpenSearch (``mapping.py``; the result
+is ``mappings/opensearch.json``, ``mappings/`` at the repository top linking to ``hybrid/mappings``).
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, fields
-from importlib import resources
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import unquote, urlsplit, urlunsplit
 
@@ -54,6 +54,7 @@ from .base import (
     WriteFailure,
     check_index_name,
 )
+from .mapping import index_mapping
 
 ID_FIELD, HASH_FIELD, TEXT_FIELD, VECTOR_FIELD, WINDOWS_FIELD = INTERNAL_FIELDS
 STORED_ONLY = [VECTOR_FIELD, WINDOWS_FIELD, HASH_FIELD, ID_FIELD]
@@ -326,20 +327,9 @@ class IndexLayout:
 
 
 def index_body(meta: IndexMeta, engine: str, layout: IndexLayout, previous: str | None = None) -> dict[str, Any]:
-    """The mapping file with this index's dimension, engine, text fields, layout and ``_meta`` filled in;
-    ``previous`` is the version a re-index replaces (what rollback returns to)."""
-    body = json.loads(resources.files("hybrid").joinpath("mappings/index.json").read_text())
-    body["settings"]["index"].update(layout.settings())
-    properties = body["mappings"]["properties"]
-    for name in meta.text_fields:  # exactly these fields feed the BM25 leg, as in the embedded index
-        properties[name] = {"type": "text", "analyzer": "english", "copy_to": TEXT_FIELD}
-    properties[VECTOR_FIELD]["dimension"] = meta.dimension
-    properties[VECTOR_FIELD]["method"]["space_type"] = meta.space_type
-    properties[VECTOR_FIELD]["method"]["engine"] = engine
-    if meta.chunking:  # one nested document per window; a k-NN query then scores each document by its best
-        properties[WINDOWS_FIELD] = {"type": "nested", "properties": {"vector": properties.pop(VECTOR_FIELD)}}
-    body["mappings"]["_meta"] = {"hybrid": meta.to_dict(), "hybrid_version": {"previous": previous}}
-    return body
+    """The body that creates an index of ``meta`` with the k-NN ``engine`` and ``layout`` (see
+    ``mapping.index_mapping``); ``previous`` is the version a re-index replaces (what rollback returns to)."""
+    return index_mapping("opensearch", meta, layout.settings(), previous, knn_engine=engine)
 
 
 def check_target_name(target: str) -> None:
