@@ -2,7 +2,8 @@
 
 Each service runs in its own uvicorn process (one worker); a bounded load loop keeps ``--clients``
 requests in flight for ``--seconds`` (after a warm-up that is not counted), cycling through SciFact's
-queries, and reports requests/s and p50/p99 latency.
+queries, and reports requests/s and p50/p99 latency. In part 1 the three services take turns, in
+``--rounds`` rounds, so none gains from running later on a node that has warmed up.
 
 1. OpenSearch backend: the example app (``AsyncSearcher``) vs the hand-written async peer (bench/service_apps.py
    ``peer``: AsyncOpenSearch, ``_msearch`` + ``_mget``, a few lines of RRF) and the sync ``Searcher`` in a
@@ -31,7 +32,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -187,6 +188,27 @@ def measured(url: str, queries: list[str], args: argparse.Namespace,
     return result, latencies
 
 
+def taking_turns(services: dict[str, tuple[str, Path]], env: dict[str, str], queries: list[str],
+                 args: argparse.Namespace) -> dict[str, dict]:
+    """Each service's figures over ``args.seconds``, measured in ``args.rounds`` turns of equal length, the
+    services taking turns (all started first, idle while the others are measured): a node that warms up, or
+    a machine whose speed drifts, weighs on every service alike rather than on whichever ran first."""
+    turn = argparse.Namespace(**{**vars(args), "seconds": args.seconds / args.rounds})
+    latencies: dict[str, list[float]] = {name: [] for name in services}
+    statuses: dict[str, Counter[int]] = {name: Counter() for name in services}
+    with ExitStack() as stack:
+        urls = {name: stack.enter_context(serving(target, env, app_dir))
+                for name, (target, app_dir) in services.items()}
+        for _ in range(args.rounds):
+            for name, url in urls.items():
+                took, answered = asyncio.run(load(url, queries, turn.clients, turn.seconds, turn.warm_up))
+                latencies[name] += took
+                statuses[name] += answered
+    results = {name: summary(latencies[name], args.seconds, statuses[name]) for name in services}
+    print(json.dumps(results), flush=True)
+    return results
+
+
 def direct(searcher: Searcher, queries: list[str], seconds: float) -> dict:
     """The sync searcher called in one thread, back to back, for ``seconds``."""
     latencies = []
@@ -219,6 +241,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--warm-up", type=float, default=5.0)
     parser.add_argument("--clients", type=int, default=64)
+    parser.add_argument("--rounds", type=int, default=3, help="turns each service takes in part 1")
     parser.add_argument("--every", type=int, default=10, help="the proxy answers 429 to every N-th _msearch")
     parser.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "hybrid" / "bench-service")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "service.json")
@@ -234,12 +257,11 @@ def main() -> None:
     on_cluster = {"HYBRID_INDEX": INDEX, "OPENSEARCH_URL": args.url, "OPENSEARCH_POOL_SIZE": str(args.clients)}
     report: dict = {"clients": args.clients, "seconds": args.seconds, "queries": len(queries)}
 
-    print("1. OpenSearch backend: AsyncSearcher app, hand-written peer, sync Searcher in a threadpool", flush=True)
-    for name, target, app_dir in [("async_searcher", "examples.fastapi_app:app", ROOT),
-                                  ("peer", "service_apps:peer", ROOT / "bench"),
-                                  ("sync_searcher", "service_apps:sync", ROOT / "bench")]:
-        with serving(target, on_cluster, app_dir) as url:
-            report[name], _ = measured(url, queries, args)
+    print(f"1. OpenSearch backend: AsyncSearcher app, hand-written peer, sync Searcher in a threadpool, taking "
+          f"turns in {args.rounds} rounds", flush=True)
+    report.update(taking_turns({"async_searcher": ("examples.fastapi_app:app", ROOT),
+                                "peer": ("service_apps:peer", ROOT / "bench"),
+                                "sync_searcher": ("service_apps:sync", ROOT / "bench")}, on_cluster, queries, args))
     report["async_over_peer"] = round(report["async_searcher"]["requests_per_s"] / report["peer"]["requests_per_s"], 3)
 
     # Open loop at half the closed loop's throughput: requests keep arriving while some wait out a retry,
