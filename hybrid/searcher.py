@@ -160,8 +160,8 @@ class BaseSearcher:
 
     def _legs(self, snapshot: Snapshot, queries: Sequence[str], mode: Mode, depth: int, filters: Filters | None,
               progress: bool = False) -> Steps[list[dict[str, list[LegHit]]]]:
-        """Every query's legs from ``snapshot``'s version, with query vectors from that version's model."""
-        self._check(queries, mode, depth)
+        """Every query's legs from ``snapshot``'s version, with query vectors from that version's model (the
+        arguments checked by the caller, before it read anything)."""
         vectors = ((yield Compute(partial(self._encode, snapshot, list(queries)))) if mode != "bm25"
                    else [None] * len(queries))
         pairs = zip(queries, vectors)
@@ -229,7 +229,6 @@ class BaseSearcher:
 
         if self._server is None:
             self._server = ServerFusion(self.backend.location)
-        self._check([query], "hybrid", depth)
         try:
             pipeline = yield from self._server.pipeline(settings, snapshot.version)
         except CannotFuseHere as why:
