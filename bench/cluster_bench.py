@@ -35,7 +35,7 @@ from opensearchpy import helpers  # noqa: E402
 from hybrid.backends import opensearch as os_backend  # noqa: E402
 from hybrid.backends.base import IndexMeta, StoredDocument  # noqa: E402
 from hybrid.backends.local import LocalBackend  # noqa: E402
-from hybrid.backends.opensearch import Connection, OpenSearchBackend, index_body  # noqa: E402
+from hybrid.backends.opensearch import Connection, OpenSearchBackend  # noqa: E402
 from hybrid.embed import Embedder  # noqa: E402
 from hybrid.evaluate import evaluate_modes, load_qrels, load_queries  # noqa: E402
 from hybrid.searcher import Searcher  # noqa: E402
@@ -203,7 +203,7 @@ def write_with_parallel_bulk(cluster: OpenSearchBackend, stored: list[StoredDocu
     """What a user would write by hand: the same documents and mapping, opensearch-py's defaults."""
     index = "bench-throughput-peer"
     cluster.client.indices.delete(index=index, params={"ignore_unavailable": "true"}, request_timeout=ADMIN_TIMEOUT)
-    cluster.client.indices.create(index=index, body=index_body(meta, "lucene", cluster._new_layout(None)),
+    cluster.client.indices.create(index=index, body=cluster._index_body(meta, cluster._new_layout(None)),
                                   request_timeout=ADMIN_TIMEOUT)
     actions = ({"_index": index, "_id": d.id, "_source": {**d.fields, "hybrid_id": d.id, "hybrid_hash": d.hash,
                                                            "hybrid_vector": d.vectors[0].tolist()}} for d in stored)

@@ -14,6 +14,7 @@ import numpy as np
 
 from hybrid.documents import Document
 from hybrid.embed import Encoder, Precision
+from hybrid.evaluate import load_qrels, load_queries
 from hybrid.searcher import MODES, Searcher
 from hybrid.sources import read_documents
 
@@ -101,6 +102,14 @@ def merge_to_one_segment(node: OpenSearchBackend, index: str) -> int:
                    for copy in shard if copy["routing"]["primary"])
     node.client.indices.forcemerge(index=index, params={"max_num_segments": 1}, request_timeout=1800)
     return segments
+
+
+def test_collection(folder: Path) -> tuple[list[Document], dict[str, str], dict, dict[str, str]]:
+    """A BEIR collection's documents, queries, test judgments, and the queries that have judgments."""
+    queries = load_queries(folder / "queries.jsonl")
+    qrels = load_qrels(folder / "qrels" / "test.tsv")
+    return (read_documents(folder / "corpus.jsonl"), queries, qrels,
+            {query: text for query, text in queries.items() if query in qrels})
 
 
 def passages(data: Path, size: int) -> list[Document]:

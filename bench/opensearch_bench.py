@@ -25,16 +25,15 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from common import latency, merge_to_one_segment, precomputed  # noqa: E402
+from common import latency, merge_to_one_segment, precomputed, test_collection  # noqa: E402
 
 from hybrid.backends.base import LegQuery, StoredDocument  # noqa: E402
 from hybrid.backends.local import LocalBackend  # noqa: E402
 from hybrid.backends.opensearch import Connection, OpenSearchBackend  # noqa: E402
 from hybrid.embed import Embedder  # noqa: E402
-from hybrid.evaluate import evaluate_modes, load_qrels, load_queries  # noqa: E402
+from hybrid.evaluate import evaluate_modes  # noqa: E402
 from hybrid.ingest import ingest_documents  # noqa: E402
 from hybrid.searcher import Searcher  # noqa: E402
-from hybrid.sources import read_documents  # noqa: E402
 
 INDEX = "bench-scifact"
 
@@ -54,11 +53,7 @@ def main() -> None:
     parser.add_argument("--url", default=os.environ.get("OPENSEARCH_URL", "http://127.0.0.1:9200"))
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "opensearch.json")
     args = parser.parse_args()
-    folder = args.data / "scifact"
-    docs = read_documents(folder / "corpus.jsonl")
-    queries = load_queries(folder / "queries.jsonl")
-    qrels = load_qrels(folder / "qrels" / "test.tsv")
-    judged = {q: text for q, text in queries.items() if q in qrels}
+    docs, queries, qrels, judged = test_collection(args.data / "scifact")
 
     embedder = Embedder()
     embedder.encode(["warm up"])

@@ -25,6 +25,7 @@ from .settings import SearchSettings
 from .steps import Steps, run_async
 
 if TYPE_CHECKING:
+    from elasticsearch import AsyncElasticsearch
     from opensearchpy import AsyncOpenSearch
 
     from .backends.async_opensearch import AsyncOpenSearchBackend
@@ -50,7 +51,8 @@ class AsyncSearcher(BaseSearcher):
         *,
         data_dir: str | Path | None = None,
         opensearch: str | Connection | None = None,
-        client: AsyncOpenSearch | None = None,
+        client: AsyncOpenSearch | AsyncElasticsearch | None = None,
+        elasticsearch: str | Connection | None = None,
         embedder: Encoder | None = None,
         settings: SearchSettings | None = None,
         snapshot_ttl_s: float | None = None,
@@ -58,20 +60,25 @@ class AsyncSearcher(BaseSearcher):
         fusion_on: FusionSite = "client",
         threads: int | None = None,
     ) -> None:
-        """The arguments of ``Searcher`` (``client`` here an ``AsyncOpenSearch``), and ``threads``."""
-        super().__init__(index, backend, data_dir=data_dir, opensearch=opensearch, client=client, embedder=embedder,
+        """The arguments of ``Searcher`` (``client`` here an ``AsyncOpenSearch`` or ``AsyncElasticsearch``), and
+        ``threads``."""
+        super().__init__(index, backend, data_dir=data_dir, opensearch=opensearch, client=client,
+                         elasticsearch=elasticsearch, embedder=embedder,
                          settings=settings, snapshot_ttl_s=snapshot_ttl_s, query_encoder=query_encoder,
                          fusion_on=fusion_on)
         self._pool = ThreadPoolExecutor(max_workers=threads or len(os.sched_getaffinity(0)),
                                         thread_name_prefix="hybrid")
 
-    def _open(self, data_dir: str | Path | None, opensearch: str | Connection | None,
-              client: AsyncOpenSearch | None) -> SearchTarget:
-        if opensearch is None and client is None:
-            from .backends import open_backend
+    def _open(self, data_dir: str | Path | None, opensearch: str | Connection | None, client: Any,
+              elasticsearch: str | Connection | None) -> SearchTarget:
+        from .backends import connection, is_elasticsearch_client, open_backend
 
+        if elasticsearch is not None or is_elasticsearch_client(client):
+            from .backends.async_elasticsearch import AsyncElasticsearchBackend
+
+            return AsyncElasticsearchBackend(connection(elasticsearch, "ELASTICSEARCH"), client)
+        if opensearch is None and client is None:
             return open_backend(data_dir)
-        from .backends import connection
         from .backends.async_opensearch import AsyncOpenSearchBackend
 
         return AsyncOpenSearchBackend(connection(opensearch), client)

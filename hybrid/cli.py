@@ -70,14 +70,16 @@ def with_advice(error: Exception) -> str:
     if isinstance(error, IndexNotFoundError):
         return f"{error}; create it with `hybrid ingest SOURCE --index {error.index}`"
     if isinstance(error, NotAClusterError):
-        return f"{error}; point --opensearch / OPENSEARCH_URL at an OpenSearch cluster"
+        return f"{error}; point --opensearch (OPENSEARCH_URL) or --elasticsearch (ELASTICSEARCH_URL) at a cluster"
     if isinstance(error, ClusterUnavailableError) and error.status is None:  # nothing answered
-        return (f"{error}; start it (docker/opensearch-node.sh start, or docker compose -f docker/docker-compose.yml "
-                "up -d) or point --opensearch / OPENSEARCH_URL at a running cluster")
+        return (f"{error}; start it (docker/opensearch-node.sh start or docker/elasticsearch-node.sh start, or "
+                "docker compose -f docker/docker-compose.yml up -d) or point --opensearch / --elasticsearch at a "
+                "running cluster")
     if isinstance(error, DamagedIndexError):
         return f"{error}: roll back (hybrid reindex --index NAME --rollback) or ingest again into a new index"
     if isinstance(error, CredentialsRefusedError):
-        return f"{error}; set OPENSEARCH_USER and OPENSEARCH_PASSWORD to a user allowed to read and write the index"
+        return (f"{error}; set OPENSEARCH_USER and OPENSEARCH_PASSWORD (Elasticsearch: ELASTICSEARCH_API_KEY, or "
+                "ELASTICSEARCH_USER and ELASTICSEARCH_PASSWORD) to a user allowed to read and write the index")
     return str(error)
 
 
@@ -98,28 +100,63 @@ def backend_options(command: Callable[..., Any]) -> Callable[..., Any]:
                   help="Folder of the local indexes [env HYBRID_DATA_DIR; default ~/.hybrid/indexes].")
     @click.option("--opensearch", "url", envvar="OPENSEARCH_URL", metavar="URL",
                   help="Use the OpenSearch cluster at URL instead of local indexes [env OPENSEARCH_URL; "
-                       "credentials from OPENSEARCH_USER / OPENSEARCH_PASSWORD].")
-    @click.option("--ca-certs", envvar="OPENSEARCH_CA_CERTS", type=click.Path(exists=True, dir_okay=False),
-                  help="CA bundle to verify the cluster's TLS certificate [env OPENSEARCH_CA_CERTS].")
+                       "credentials from OPENSEARCH_USER / OPENSEARCH_PASSWORD]; one that answers as "
+                       "Elasticsearch is used as Elasticsearch.")
+    @click.option("--elasticsearch", "elasticsearch_url", envvar="ELASTICSEARCH_URL", metavar="URL",
+                  help="Use the Elasticsearch cluster (8.x, 9.x) at URL [env ELASTICSEARCH_URL; credentials from "
+                       "ELASTICSEARCH_API_KEY, or ELASTICSEARCH_USER / ELASTICSEARCH_PASSWORD].")
+    @click.option("--ca-certs", type=click.Path(exists=True, dir_okay=False),
+                  help="CA bundle to verify the cluster's TLS certificate [env OPENSEARCH_CA_CERTS or "
+                       "ELASTICSEARCH_CA_CERTS].")
     @click.option("--no-verify-certs", is_flag=True, help="Do not verify the cluster's TLS certificate.")
     @functools.wraps(command)
-    def wrapper(data_dir: str | None, url: str | None, ca_certs: str | None, no_verify_certs: bool,
-                **kwargs: Any) -> Any:
-        connection = None
-        if url:
-            from .backends.opensearch import Connection
-
-            connection = Connection.from_env(url, ca_certs=ca_certs, verify_certs=False if no_verify_certs else None)
-        return command(backend=open_backend(data_dir, connection), **kwargs)
+    def wrapper(data_dir: str | None, url: str | None, elasticsearch_url: str | None, ca_certs: str | None,
+                no_verify_certs: bool, **kwargs: Any) -> Any:
+        where = {"data_dir": data_dir, "url": url, "elasticsearch_url": elasticsearch_url}
+        typed = {name for name in where if click.get_current_context().get_parameter_source(name)
+                 == click.core.ParameterSource.COMMANDLINE}
+        if typed:  # what is typed wins over what the environment says (ELASTICSEARCH_URL is often set for others)
+            where = {name: value if name in typed else None for name, value in where.items()}
+        return command(backend=chosen_backend(**where, ca_certs=ca_certs,
+                                              verify_certs=False if no_verify_certs else None), **kwargs)
 
     return wrapper
 
 
-def opensearch_only(backend: Backend, what: str) -> OpenSearchBackend:
+def chosen_backend(data_dir: str | None, url: str | None, elasticsearch_url: str | None,
+                   **settings: Any) -> Backend:
+    """The backend the options name: Elasticsearch at ``elasticsearch_url``; at ``url``, the engine that answers
+    there; else the local folder."""
+    if url and elasticsearch_url:
+        raise click.UsageError("give --opensearch or --elasticsearch, not both (or OPENSEARCH_URL and "
+                               "ELASTICSEARCH_URL are both set: choose one with an option)")
+    if not (url or elasticsearch_url):
+        return open_backend(data_dir)
+    from .backends import engine_at
+    from .backends.opensearch import Connection
+
+    if elasticsearch_url:
+        return open_backend(elasticsearch=Connection.from_env(elasticsearch_url, "ELASTICSEARCH", **settings))
+    connection = Connection.from_env(url, **settings)
+    if engine_at(connection) == "elasticsearch":
+        return open_backend(elasticsearch=connection)
+    return open_backend(opensearch=connection)
+
+
+def cluster_only(backend: Backend, what: str) -> OpenSearchBackend:
     """``backend``, which must be a cluster for ``what``."""
     from .backends.opensearch import OpenSearchBackend
 
     if not isinstance(backend, OpenSearchBackend):
+        raise click.UsageError(f"{what}: add --opensearch URL or --elasticsearch URL")
+    return backend
+
+
+def opensearch_only(backend: Backend, what: str) -> OpenSearchBackend:
+    """``backend``, which must be an OpenSearch cluster for ``what``."""
+    from .backends.opensearch import OpenSearchBackend
+
+    if not isinstance(backend, OpenSearchBackend) or backend.engine != "opensearch":
         raise click.UsageError(f"{what}: add --opensearch URL")
     return backend
 
@@ -138,11 +175,10 @@ def layout_options(in_place: bool) -> Callable[[Callable[..., Any]], Callable[..
         @functools.wraps(command)
         def wrapper(backend: Backend, shards: int | None, replicas: int | None, **kwargs: Any) -> Any:
             if shards is not None or replicas is not None:
-                from .backends.opensearch import OpenSearchBackend
-
-                connection = opensearch_only(backend, "--shards and --replicas lay out an OpenSearch index").connection
-                backend = OpenSearchBackend(replace(connection, shards=shards or connection.shards,
-                                                    replicas=connection.replicas if replicas is None else replicas))
+                cluster = cluster_only(backend, "--shards and --replicas lay out an index on a cluster")
+                connection = cluster.connection
+                backend = type(cluster)(replace(connection, shards=shards or connection.shards,
+                                                replicas=connection.replicas if replicas is None else replicas))
                 if in_place and backend.exists(kwargs["index"]):
                     backend.relayout(kwargs["index"])
             return command(backend=backend, **kwargs)
@@ -155,7 +191,7 @@ def layout_options(in_place: bool) -> Callable[[Callable[..., Any]], Callable[..
 @click.group(cls=HybridGroup)
 @click.version_option(package_name=DISTRIBUTION)
 def cli() -> None:
-    """Hybrid BM25 + vector search with reciprocal rank fusion, embedded or on OpenSearch."""
+    """Hybrid BM25 + vector search with reciprocal rank fusion, embedded or on OpenSearch or Elasticsearch."""
 
 
 def chunk_value(context: click.Context, parameter: click.Parameter, value: str | None) -> str | None:

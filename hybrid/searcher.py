@@ -29,6 +29,7 @@ from .steps import Compute, Read, Steps, run
 
 if TYPE_CHECKING:
     import numpy as np
+    from elasticsearch import AsyncElasticsearch, Elasticsearch
     from opensearchpy import AsyncOpenSearch, OpenSearch
 
     from .backends.opensearch import Connection
@@ -57,7 +58,6 @@ class SearchTarget(Protocol):
     location: str
     snapshot_ttl_s: float
     max_depth: int | None
-    has_server: bool
 
 
 class BaseSearcher:
@@ -73,7 +73,8 @@ class BaseSearcher:
         *,
         data_dir: str | Path | None = None,
         opensearch: str | Connection | None = None,
-        client: OpenSearch | AsyncOpenSearch | None = None,
+        client: OpenSearch | AsyncOpenSearch | Elasticsearch | AsyncElasticsearch | None = None,
+        elasticsearch: str | Connection | None = None,
         embedder: Encoder | None = None,
         settings: SearchSettings | None = None,
         snapshot_ttl_s: float | None = None,
@@ -81,8 +82,9 @@ class BaseSearcher:
         fusion_on: FusionSite = "client",
     ) -> None:
         """Search ``index`` on ``backend``; or on a cluster through the application's own ``client``, or at
-        ``opensearch`` (a URL or a ``Connection``: its ``pool_size`` is the connections kept per node);
-        or else in the local folder ``data_dir`` (default: $HYBRID_DATA_DIR or ~/.hybrid/indexes).
+        ``opensearch`` (a URL or a ``Connection``: its ``pool_size`` is the connections kept per node), or at
+        ``elasticsearch`` (likewise; ``client`` may be an ``Elasticsearch`` one); or else in the local folder
+        ``data_dir`` (default: $HYBRID_DATA_DIR or ~/.hybrid/indexes).
         ``settings`` (e.g. ``SearchSettings.load("tuned.json")``) sets the fusion defaults.
         ``embedder`` encodes queries for indexes built with its model (others get their own).
         ``query_encoder``: ``onnx``, ``torch`` or ``auto`` (default: $HYBRID_QUERY_ENCODER, else auto:
@@ -97,7 +99,7 @@ class BaseSearcher:
         if fusion_on not in FUSION_SITES:
             raise BadRequestError(f"fusion_on must be one of {', '.join(FUSION_SITES)}, got {fusion_on!r}")
         self.index = index
-        self.backend = backend or self._open(data_dir, opensearch, client)
+        self.backend = backend or self._open(data_dir, opensearch, client, elasticsearch)
         self.settings = settings or SearchSettings()
         self.snapshot_ttl_s = self.backend.snapshot_ttl_s if snapshot_ttl_s is None else snapshot_ttl_s
         self._given = embedder
@@ -110,8 +112,8 @@ class BaseSearcher:
         self._said: set[str] = set()
         self._saying = threading.Lock()
 
-    def _open(self, data_dir: str | Path | None, opensearch: str | Connection | None,
-              client: Any) -> SearchTarget:
+    def _open(self, data_dir: str | Path | None, opensearch: str | Connection | None, client: Any,
+              elasticsearch: str | Connection | None) -> SearchTarget:
         """The backend this searcher opens for itself."""
         raise NotImplementedError
 
@@ -221,9 +223,9 @@ class BaseSearcher:
     def _fused_on_server(self, snapshot: Snapshot, query: str, page: slice, filters: Filters | None,
                          settings: SearchSettings, depth: int, explain: bool) -> Steps[list[Hit] | None]:
         """The page fused by the cluster, or None where it cannot fuse this search (saying why, once)."""
-        if not self.backend.has_server:
-            self._say_once(f"the embedded index at {self.backend.location} has no server to fuse on: fusing "
-                           "client-side")
+        why_not = yield Read("server_fusion", (snapshot.version,))
+        if why_not is not None:
+            self._say_once(f"{self.backend.location}: {why_not}: fusing client-side")
             return None
         from .server_fusion import CannotFuseHere, ServerFusion  # never imported for an embedded index
 
@@ -262,9 +264,9 @@ class Searcher(BaseSearcher):
 
     backend: Backend
 
-    def _open(self, data_dir: str | Path | None, opensearch: str | Connection | None,
-              client: OpenSearch | None) -> Backend:
-        return open_backend(data_dir, opensearch, client)
+    def _open(self, data_dir: str | Path | None, opensearch: str | Connection | None, client: Any,
+              elasticsearch: str | Connection | None) -> Backend:
+        return open_backend(data_dir, opensearch, client, elasticsearch)
 
     @property
     def meta(self) -> IndexMeta:

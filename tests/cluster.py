@@ -13,22 +13,31 @@ from hybrid.backends.base import StoredDocument
 from hybrid.backends.local import LocalBackend
 from hybrid.backends.opensearch import Connection, OpenSearchBackend
 
-NODE_SCRIPT = Path(__file__).resolve().parents[1] / "docker" / "opensearch-node.sh"
+DOCKER = Path(__file__).resolve().parents[1] / "docker"
+ELASTICSEARCH_URLS = [url for url in os.environ.get("HYBRID_TEST_ELASTICSEARCH", "").split(",") if url]
+CLUSTERS = ["opensearch", *([f"elasticsearch@{url}" for url in ELASTICSEARCH_URLS] or ["elasticsearch"])]
+"""Every cluster the behaviour tests run on: OpenSearch, and each Elasticsearch version .ci/run starts."""
 
 
 class Nodes:
     """The test cluster's nodes, killed and started again with the node script."""
 
-    def __init__(self, urls: str) -> None:
-        self.urls = urls
+    def __init__(self, urls: str, engine: str = "opensearch") -> None:
+        """``engine``: ``opensearch`` or ``elasticsearch``, whose node script started the nodes."""
+        self.urls, self.engine = urls, engine
         self.count = len(urls.split(","))
         self.port = urlsplit(urls.split(",")[0]).port or 9200
-        self.backend = OpenSearchBackend(Connection(urls))
+        if engine == "elasticsearch":
+            from hybrid.backends.elasticsearch import ElasticsearchBackend
+
+            self.backend: OpenSearchBackend = ElasticsearchBackend(Connection(urls))
+        else:
+            self.backend = OpenSearchBackend(Connection(urls))
 
     def _script(self, command: str, node: int) -> None:
-        subprocess.run(["bash", str(NODE_SCRIPT), command, "--nodes", str(self.count), "--node", str(node)],
-                       check=True, capture_output=True, timeout=300,
-                       env={**os.environ, "OPENSEARCH_PORT": str(self.port)})
+        subprocess.run(["bash", str(DOCKER / f"{self.engine}-node.sh"), command, "--nodes", str(self.count),
+                        "--node", str(node)], check=True, capture_output=True, timeout=300,
+                       env={**os.environ, f"{self.engine.upper()}_PORT": str(self.port)})
 
     def kill(self, node: int) -> None:
         self._script("kill", node)
@@ -39,9 +48,8 @@ class Nodes:
         self.wait_green()
 
     def wait_green(self, index: str | None = None) -> None:
-        self.backend.client.cluster.health(
-            index=index, params={"wait_for_status": "green", "wait_for_nodes": str(self.count), "timeout": "120s"},
-            request_timeout=130)
+        self.backend._writes.cluster.health(index=index, wait_for_status="green", wait_for_nodes=str(self.count),
+                                            timeout="100s", **self.backend._write_options)
 
     def kill_during(self, run: subprocess.Popen[str], ready: Callable[[], bool], index: Callable[[], str],
                     timeout: float = 900) -> tuple[int | None, str, str]:
@@ -71,12 +79,19 @@ class Nodes:
 
 def copy_index(local: LocalBackend, name: str, cluster: OpenSearchBackend, index: str) -> int:
     """Write the embedded index ``name`` into ``index`` on the cluster: same documents, same vectors."""
-    loaded = local.load(name)
+    loaded, hashes = local.load(name), local.hashes(name)
     with cluster.writer(index, loaded.meta) as writer:
-        writer.write([StoredDocument(doc_id, loaded.fields[row], "", vectors)
+        writer.write([StoredDocument(doc_id, loaded.fields[row], hashes[doc_id], vectors)
                       for row, (doc_id, vectors) in enumerate(zip(loaded.ids, loaded.document_vectors()))])
         assert writer.commit() == []
     return len(loaded.ids)
+
+
+def cli_args(backend: LocalBackend | OpenSearchBackend) -> list[str]:
+    """The command-line options that choose ``backend``."""
+    if isinstance(backend, LocalBackend):
+        return ["--data-dir", str(backend.data_dir)]
+    return [f"--{backend.engine}", backend.connection.url]
 
 
 def wait_for(condition: Callable[[], bool], seconds: float) -> None:

@@ -12,6 +12,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 # ONNX exports of models given by name go to a folder of this run: every run exercises the export.
 os.environ["HYBRID_ENCODER_DIR"] = tempfile.mkdtemp(prefix="hybrid-encoders-")
 
+from cluster import CLUSTERS  # noqa: E402
+
 from hybrid.backends.local import LocalBackend  # noqa: E402
 from hybrid.backends.opensearch import Connection, OpenSearchBackend  # noqa: E402
 from hybrid.embed import Embedder  # noqa: E402
@@ -109,10 +111,53 @@ def opensearch_cranfield(opensearch, embedder, cranfield) -> OpenSearchBackend:
     return opensearch
 
 
-@pytest.fixture(scope="session", params=["local", "opensearch"])
-def cranfield_backend(request):
-    """Every backend holding Cranfield as index "cranfield"; behaviour tests run once per backend."""
-    return request.getfixturevalue(f"{request.param}_cranfield")
+_elasticsearch: dict[str, object] = {}
+
+
+def cluster_backend(request: pytest.FixtureRequest, kind: str):
+    """The cluster of one of ``CLUSTERS`` (an Elasticsearch backend made once per URL), or skip when none is set."""
+    if kind == "opensearch":
+        return request.getfixturevalue("opensearch")
+    if kind == "elasticsearch":
+        pytest.skip("HYBRID_TEST_ELASTICSEARCH is not set: start a node with docker/elasticsearch-node.sh start and "
+                    "set HYBRID_TEST_ELASTICSEARCH=http://127.0.0.1:9250 (.ci/run starts 9.x and 8.x)")
+    from hybrid.backends.elasticsearch import ElasticsearchBackend
+
+    url = kind.partition("@")[2]
+    if url not in _elasticsearch:
+        backend = ElasticsearchBackend(Connection(url))
+        backend.client.cluster.health(wait_for_status="yellow")
+        _elasticsearch[url] = backend
+    return _elasticsearch[url]
+
+
+@pytest.fixture(scope="session", params=CLUSTERS)
+def cluster(request):
+    """Each cluster in turn (OpenSearch, Elasticsearch 9.x and 8.x)."""
+    return cluster_backend(request, request.param)
+
+
+@pytest.fixture(params=["local", *CLUSTERS])
+def any_backend(request, tmp_path):
+    """Each backend in turn: a fresh embedded folder, then each cluster."""
+    if request.param == "local":
+        return LocalBackend(tmp_path / "indexes")
+    return cluster_backend(request, request.param)
+
+
+@pytest.fixture(scope="session", params=["local", *CLUSTERS])
+def cranfield_backend(request, local_cranfield):
+    """Every backend holding Cranfield as index "cranfield"; behaviour tests run once per backend. Elasticsearch
+    gets the embedded index's documents and vectors (ingest into it is tested on its own)."""
+    if request.param in ("local", "opensearch"):
+        return request.getfixturevalue(f"{request.param}_cranfield")
+    from cluster import copy_index
+
+    backend = cluster_backend(request, request.param)
+    if backend.exists("cranfield"):
+        backend.delete("cranfield")
+    copy_index(local_cranfield, "cranfield", backend, "cranfield")
+    return backend
 
 
 @pytest.fixture(scope="session")

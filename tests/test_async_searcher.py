@@ -9,6 +9,7 @@ import threading
 import time
 
 import pytest
+from cluster import CLUSTERS
 from loopback import answering
 from opensearchpy import AsyncOpenSearch, OpenSearch
 
@@ -38,18 +39,47 @@ async def searched(searcher: AsyncSearcher, **options) -> list:
 
 
 def as_async(backend, **options) -> AsyncSearcher:
-    """An AsyncSearcher on the same index: a cluster through its own AsyncOpenSearch client, not the sync one."""
+    """An AsyncSearcher on the same index: a cluster through its own async client, not the sync one."""
     if isinstance(backend, OpenSearchBackend):
-        return AsyncSearcher("cranfield", opensearch=backend.connection, **options)
+        return AsyncSearcher("cranfield", **{backend.engine: backend.connection}, **options)
     return AsyncSearcher("cranfield", backend, **options)
 
 
-def test_async_hits_equal_sync_hits_on_both_backends(cranfield_backend):
+def test_async_hits_equal_sync_hits_on_every_backend(cranfield_backend):
     expected = [Searcher("cranfield", cranfield_backend).search(**search) for search in SEARCHES]
     searcher = as_async(cranfield_backend)
     if isinstance(cranfield_backend, OpenSearchBackend):
-        assert type(searcher.backend).__name__ == "AsyncOpenSearchBackend"
+        assert type(searcher.backend).__name__ == f"Async{type(cranfield_backend).__name__}"
     assert pages(asyncio.run(searched(searcher))) == pages(expected)
+
+
+@pytest.mark.parametrize("cranfield_backend", [kind for kind in CLUSTERS if kind.startswith("elasticsearch")],
+                         indirect=True)
+def test_an_applications_own_elasticsearch_clients_are_used_and_left_open(cranfield_backend):
+    """elasticsearch-py's own clients, as an application on Elasticsearch builds them (9.x speaks to 9.x)."""
+    from elasticsearch import AsyncElasticsearch, Elasticsearch
+
+    if not next(iter(
+            cranfield_backend.client.nodes.info(node_id="_local")["nodes"].values()))["version"].startswith("9."):
+        pytest.skip("an application's elasticsearch-py 9 client speaks to Elasticsearch 9.x clusters")
+    url = cranfield_backend.connection.url
+    expected = pages([Searcher("cranfield", cranfield_backend).search(query) for query in QUERIES])
+    client = Elasticsearch(url)
+    with Searcher("cranfield", client=client) as searcher:
+        assert searcher.backend.client is client and searcher.backend.location == url
+        assert pages([searcher.search(query) for query in QUERIES]) == expected
+    assert client.cluster.health()["status"] in ("green", "yellow")  # still open
+    client.close()
+
+    async def main() -> None:
+        own = AsyncElasticsearch(url)
+        async with AsyncSearcher("cranfield", client=own) as searcher:
+            assert searcher.backend.client is own
+            assert pages([await searcher.search(query) for query in QUERIES]) == expected
+        assert (await own.cluster.health())["status"] in ("green", "yellow")
+        await own.close()
+
+    asyncio.run(main())
 
 
 def test_async_hits_fused_on_the_server_equal_sync_ones(neural, neural_cranfield):

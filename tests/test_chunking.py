@@ -87,15 +87,12 @@ def test_chunking_is_parsed_and_checked():
             Chunking.parse(bad)
 
 
-@pytest.fixture(params=["local", "opensearch"])
-def backend(request, tmp_path):
-    if request.param == "local":
-        return LocalBackend(tmp_path)
-    opensearch = request.getfixturevalue("opensearch")
+@pytest.fixture
+def backend(any_backend):
     for name in ("chunked", "whole"):
-        if opensearch.exists(name):
-            opensearch.delete(name)
-    return opensearch
+        if any_backend.exists(name):
+            any_backend.delete(name)
+    return any_backend
 
 
 def test_best_window_scores_a_long_document_one_hit_per_document(backend, embedder, tokenizer):

@@ -21,7 +21,8 @@ SHELLS = {"bash", "sh", "shell", "console"}
 # The nodes the docs address, and the variables under which scripts/test.sh says it started them there.
 NODES = {"localhost:9200": ("HYBRID_TEST_OPENSEARCH", "http://127.0.0.1:9200"),
          "127.0.0.1:9210": ("HYBRID_TEST_CLUSTER", "http://127.0.0.1:9210"),
-         "127.0.0.1:9220": ("HYBRID_TEST_NEURAL", "http://127.0.0.1:9220")}
+         "127.0.0.1:9220": ("HYBRID_TEST_NEURAL", "http://127.0.0.1:9220"),
+         "127.0.0.1:9250": ("HYBRID_TEST_ELASTICSEARCH", "http://127.0.0.1:9250")}
 
 
 def pages() -> list[Path]:
@@ -81,7 +82,7 @@ def workspace(tmp_path_factory) -> Workspace:
     home = tmp_path_factory.mktemp("docs-home")
     # A reader's shell, not this run's: nothing reroutes the embedded blocks to a cluster or another folder.
     inherited = {name: value for name, value in os.environ.items()
-                 if not name.startswith(("OPENSEARCH_", "HYBRID_")) or name == "HYBRID_ENCODER_DIR"}
+                 if not name.startswith(("OPENSEARCH_", "ELASTICSEARCH_", "HYBRID_")) or name == "HYBRID_ENCODER_DIR"}
     env = {**inherited, "HOME": str(home), "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
            # the node script finds the nodes scripts/test.sh started where it keeps them
            "HYBRID_CACHE": os.environ.get("HYBRID_CACHE", str(Path.home() / ".cache" / "hybrid"))}

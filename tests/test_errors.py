@@ -11,6 +11,7 @@ from loopback import answering
 from opensearchpy import exceptions as os_errors
 
 import hybrid
+from hybrid.backends.elasticsearch import ElasticsearchBackend
 from hybrid.backends.local import LocalBackend
 from hybrid.backends.opensearch import Connection, OpenSearchBackend
 from hybrid.cli import cli
@@ -32,17 +33,20 @@ def opensearch_error(status: int, kind: str) -> bytes:
     # a proxy refusing a large body: not OpenSearch's answer, and sending it again would not help
     (413, b"<html>413 Request Entity Too Large</html>", hybrid.NotAClusterError, True, 1),
 ])
-def test_each_answer_is_an_error_an_application_can_map(status, body, error, retriable, sends):
+@pytest.mark.parametrize("backend_class", [OpenSearchBackend, ElasticsearchBackend])
+def test_each_answer_is_an_error_an_application_can_map(status, body, error, retriable, sends, backend_class):
     content_type = {b"<": "text/html", b"{": "application/json"}.get(body[:1], "text/plain; charset=UTF-8")
     seen: list = []
     with answering(status, body, content_type, seen) as url:
-        backend = OpenSearchBackend(Connection(url, timeout=2, search_attempts=2, retries=1))
+        backend = backend_class(Connection(url, timeout=2, search_attempts=2, retries=1))
         with pytest.raises(error) as raised:
             hybrid.Searcher("docs", backend).search("anything")
     assert raised.value.status == status and raised.value.retriable is retriable
     assert len(seen) == sends  # sent again only where the same request may pass
     assert isinstance(raised.value, hybrid.HybridError)
-    assert isinstance(raised.value.__cause__, os_errors.TransportError)  # the client's error, kept
+    assert isinstance(raised.value.__cause__, backend_class.errors.any)  # the client's error, kept
+    if body.startswith(b"{"):  # the cluster's own answer: the message says whose
+        assert f"{backend_class.errors.product} at http://" in str(raised.value)
 
 
 def test_a_cluster_that_is_down_is_unavailable_and_retriable():

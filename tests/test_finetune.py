@@ -140,17 +140,14 @@ def test_mining_and_query_log_pairs_fuse_as_search_does(local_cranfield):
     assert any(p.doc_id != Searcher("cranfield", local_cranfield).search(p.query, k=1)[0].id for p in pairs)
 
 
-@pytest.fixture(params=["local", "opensearch"])
-def small_index(request, tmp_path, embedder, short_finetune):
+@pytest.fixture
+def small_index(any_backend, embedder, short_finetune):
+    from cluster import cli_args
+
     _, documents = short_finetune
-    if request.param == "local":
-        backend = LocalBackend(tmp_path)
-        args = ["--data-dir", str(tmp_path)]
-    else:
-        backend = request.getfixturevalue("opensearch")
-        args = ["--opensearch", backend.connection.url]
-        with contextlib.suppress(IndexNotFoundError):  # versions an interrupted run may have left
-            backend.delete("reindexed")
+    backend, args = any_backend, cli_args(any_backend)
+    with contextlib.suppress(IndexNotFoundError):  # versions an interrupted run may have left
+        backend.delete("reindexed")
     ingest_documents(documents[:60], "reindexed", backend, embedder, progress=False)
     yield backend, args
     backend.delete("reindexed")

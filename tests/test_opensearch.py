@@ -1,4 +1,5 @@
-"""OpenSearch-only behaviour against a real node: rejected documents, outages, and error messages."""
+"""A cluster's writes and errors against real nodes (OpenSearch, and Elasticsearch where parametrised over
+``cluster``): rejected documents, outages, and error messages."""
 
 from __future__ import annotations
 
@@ -11,9 +12,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from cluster import cli_args
 
 from hybrid.backends.base import IndexMeta, StoredDocument, WriteFailure
-from hybrid.backends.opensearch import Connection, IndexLayout, OpenSearchBackend, OpenSearchWriter, index_body
+from hybrid.backends.elasticsearch import ElasticsearchBackend
+from hybrid.backends.opensearch import Connection, IndexLayout, OpenSearchBackend, OpenSearchWriter
 from hybrid.errors import HybridError, IndexNotFoundError
 from hybrid.searcher import Searcher
 
@@ -28,7 +31,8 @@ def fresh(backend: OpenSearchBackend, index: str) -> str:
 
 
 def test_mapping_comes_from_the_file_with_meta():
-    body = index_body(IndexMeta("some/model", 768, ("title", "body")), engine="lucene", layout=IndexLayout(3, 1))
+    meta = IndexMeta("some/model", 768, ("title", "body"))
+    body = OpenSearchBackend(Connection())._index_body(meta, IndexLayout(3, 1))
     assert body["settings"]["index"]["knn"] is True
     assert (body["settings"]["index"]["number_of_shards"], body["settings"]["index"]["number_of_replicas"]) == (3, 1)
     vector = body["mappings"]["properties"]["hybrid_vector"]
@@ -38,8 +42,8 @@ def test_mapping_comes_from_the_file_with_meta():
     assert body["mappings"]["_meta"]["hybrid"]["model"] == "some/model"
 
 
-def test_rejected_documents_are_reported_by_id_and_the_rest_written(opensearch):
-    index = fresh(opensearch, "rejects")
+def test_rejected_documents_are_reported_by_id_and_the_rest_written(cluster):
+    index = fresh(cluster, "rejects")
     meta = IndexMeta("all-MiniLM-L6-v2", 4)
     unit = np.array([[0.5, 0.5, 0.5, 0.5]], dtype=np.float32)
     documents = [
@@ -48,21 +52,21 @@ def test_rejected_documents_are_reported_by_id_and_the_rest_written(opensearch):
         StoredDocument("bad-year", {"title": "c", "text": "three", "year": "not a year"}, "h3", unit),
         StoredDocument("good-2", {"title": "d", "text": "four", "year": 2001}, "h4", unit),
     ]
-    with opensearch.writer(index, meta) as writer:  # maps "year" as a number first: written and committed
+    with cluster.writer(index, meta) as writer:  # maps "year" as a number first: written and committed
         writer.write(documents[:1])  # before the rest, which bulk threads would otherwise send in any order
         assert writer.commit() == []
-    with opensearch.writer(index, meta) as writer:
+    with cluster.writer(index, meta) as writer:
         writer.write(documents[1:])
         failures = writer.commit()
     assert {f.id for f in failures} == {"short-vector", "bad-year"}
     assert all(f.reason.startswith("400") for f in failures)
-    assert opensearch.count(index) == 2
-    opensearch.delete(index)
+    assert cluster.count(index) == 2
+    cluster.delete(index)
 
 
-def test_documents_the_cluster_cannot_take_for_now_are_sent_again_and_said(opensearch, monkeypatch):
+def test_documents_the_cluster_cannot_take_for_now_are_sent_again_and_said(cluster, monkeypatch):
     """As when the node holding a shard's primary has just died: two documents come back 503, unwritten."""
-    index = fresh(opensearch, "transient")
+    index = fresh(cluster, "transient")
     unit = np.array([[0.5, 0.5, 0.5, 0.5]], dtype=np.float32)
     documents = [StoredDocument(f"d{i}", {"title": "t", "text": f"document {i}"}, f"h{i}", unit) for i in range(5)]
     send = OpenSearchWriter._bulk
@@ -75,46 +79,58 @@ def test_documents_the_cluster_cannot_take_for_now_are_sent_again_and_said(opens
             WriteFailure(a["_id"], "503: unavailable_shards_exception", 503) for a in held]
 
     monkeypatch.setattr(OpenSearchWriter, "_bulk", first_time_unavailable)
-    with opensearch.writer(index, IndexMeta("all-MiniLM-L6-v2", 4)) as writer:
+    with cluster.writer(index, IndexMeta("all-MiniLM-L6-v2", 4)) as writer:
         writer.write(documents)
         assert writer.commit() == []
     assert writer.retried == ["ingest: 2 documents were not taken for now (503: unavailable_shards_exception)"]
-    assert set(opensearch.hashes(index)) == {d.id for d in documents}
-    opensearch.delete(index)
+    assert set(cluster.hashes(index)) == {d.id for d in documents}
+    cluster.delete(index)
 
 
-def test_cli_writes_a_failure_report_and_exits_non_zero(opensearch, tmp_path):
-    index = fresh(opensearch, "cli-rejects")
+def test_cli_writes_a_failure_report_and_exits_non_zero(cluster, tmp_path):
+    index = fresh(cluster, "cli-rejects")
     source = tmp_path / "docs.jsonl"
     records = [{"_id": "1", "title": "t", "text": "first", "year": 1999},
                {"_id": "2", "title": "t", "text": "second", "year": "soon"}]
     source.write_text("".join(json.dumps(r) + "\n" for r in records))
     report = tmp_path / "failures.jsonl"
     # The shorter first document is sent first and maps "year" as a number.
-    result = hybrid("ingest", str(source), "--index", index, "--opensearch", opensearch.connection.url,
+    result = hybrid("ingest", str(source), "--index", index, *cli_args(cluster),
                     "--failures", str(report), "--quiet")
     assert result.returncode == 1
     assert "1 documents were rejected" in result.stderr and str(report) in result.stderr
     [failure] = [json.loads(line) for line in report.read_text().splitlines()]
     assert failure["id"] == "2" and "year" in failure["reason"]
-    assert opensearch.count(index) == 1
-    opensearch.delete(index)
+    assert cluster.count(index) == 1
+    cluster.delete(index)
 
 
-def test_one_line_errors():
-    unreachable = OpenSearchBackend(Connection("http://user:secret@127.0.0.1:9", retries=1))
-    with pytest.raises(HybridError, match=r"cannot reach OpenSearch at http://127.0.0.1:9 ") as info:
+@pytest.mark.parametrize("backend_class", [OpenSearchBackend, ElasticsearchBackend])
+def test_one_line_errors(backend_class):
+    product = backend_class.errors.product
+    unreachable = backend_class(Connection("http://user:secret@127.0.0.1:9", retries=1, api_key="key-secret"))
+    with pytest.raises(HybridError, match=rf"cannot reach {product} at http://127.0.0.1:9 ") as info:
         unreachable.names()
-    assert "secret" not in str(info.value)
-    several = OpenSearchBackend(Connection(" http://u:secret@127.0.0.1:9, https://127.0.0.1:10 ,"))
+    assert "secret" not in str(info.value) and "secret" not in repr(unreachable.connection)
+    several = backend_class(Connection(" http://u:secret@127.0.0.1:9, https://127.0.0.1:10 ,"))
     assert several.location == "http://127.0.0.1:9,https://127.0.0.1:10"
-    with pytest.raises(HybridError, match=r"cannot reach OpenSearch at http://127.0.0.1:9,https://127.0.0.1:10"):
+    with pytest.raises(HybridError, match=rf"cannot reach {product} at http://127.0.0.1:9,https://127.0.0.1:10"):
         several.names()
 
 
-def test_a_dead_node_in_the_list_is_passed_over(opensearch):
+def test_the_command_line_tells_the_engines_apart(cluster, tmp_path):
+    """``--opensearch URL`` is used as whichever engine answers there (Elasticsearch says its build flavour)."""
+    index = fresh(cluster, "which-engine")
+    ingested = hybrid("ingest", str(ROOT / "examples" / "sample" / "corpus.jsonl"), "--index", index,
+                      "--opensearch", cluster.connection.url, "--quiet")
+    assert ingested.returncode == 0, ingested.stderr
+    assert cluster.meta(index).dimension == 384 and cluster.count(index) == 16
+    cluster.delete(index)
+
+
+def test_a_dead_node_in_the_list_is_passed_over(cluster):
     """Nothing listens at the first URL: requests move on to the node that answers, at once."""
-    both = OpenSearchBackend(Connection(f"http://127.0.0.1:9,{opensearch.connection.url}"))
+    both = type(cluster)(Connection(f"http://127.0.0.1:9,{cluster.connection.url}"))
     started = time.monotonic()
     for _ in range(4):
         both.names()
@@ -130,9 +146,9 @@ def test_layout_settings_from_the_environment_are_checked(monkeypatch):
         Connection.from_env()
 
 
-def test_missing_index_names_it(opensearch):
+def test_missing_index_names_it(cluster):
     with pytest.raises(IndexNotFoundError, match="index 'no-such-index' does not exist in http://") as raised:
-        Searcher("no-such-index", opensearch).search("anything")
+        Searcher("no-such-index", cluster).search("anything")
     assert raised.value.status == 404
 
 

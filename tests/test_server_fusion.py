@@ -8,7 +8,7 @@ import logging
 
 import pytest
 from click.testing import CliRunner
-from cluster import copy_index
+from cluster import CLUSTERS, copy_index
 
 from hybrid.backends.opensearch import Connection, OpenSearchBackend
 from hybrid.cli import cli
@@ -156,6 +156,13 @@ def fused_on_server_falls_back(backend, index, settings, embedder, caplog) -> st
 def test_an_embedded_index_fuses_here_saying_so_once(local_cranfield, embedder, caplog):
     assert "has no server to fuse on" in fused_on_server_falls_back(local_cranfield, "cranfield", SearchSettings(),
                                                                      embedder, caplog)
+
+
+@pytest.mark.parametrize("cranfield_backend", [kind for kind in CLUSTERS if kind.startswith("elasticsearch")],
+                         indirect=True)
+def test_elasticsearch_fuses_here_saying_what_it_has_once(cranfield_backend, embedder, caplog):
+    said = fused_on_server_falls_back(cranfield_backend, "cranfield", SearchSettings(), embedder, caplog)
+    assert "rrf retriever is not available here (unknown retriever [rrf])" in said  # the test nodes lack its module
 
 
 def test_a_node_without_neural_search_fuses_here_saying_so_once(opensearch_cranfield, embedder, caplog):

@@ -12,31 +12,29 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 from opensearchpy import AIOHttpConnection, AsyncOpenSearch
-from opensearchpy import exceptions as os_errors
 
 from ..errors import BadRequestError
 from .base import LegHit, LegQuery, Snapshot, check_index_name
+from .cluster_errors import announce_retry, short_reason, translated_errors, worth_retrying
 from .opensearch import (
     MAX_RESULT_WINDOW,
     NODE_NAMES,
+    OPENSEARCH_ERRORS,
     PLUGIN_ROWS,
     Connection,
     IndexLayout,
     OpenSearchAnswers,
     OpenSearchBackend,
-    announce_retry,
     client_location,
     failed_legs_raised,
     fused_request,
+    knn_search,
     layout_from,
     leg_requests,
     legs_from,
     mget_request,
-    short_reason,
     snapshot_from,
     sources_from,
-    translated_errors,
-    worth_retrying,
 )
 
 T = TypeVar("T")
@@ -58,34 +56,47 @@ class AsyncOpenSearchBackend:
 
     snapshot_ttl_s = OpenSearchBackend.snapshot_ttl_s
     max_depth: int | None = MAX_RESULT_WINDOW
-    has_server = True
+    errors = OPENSEARCH_ERRORS
+    vector_search = staticmethod(knn_search)
 
-    def __init__(self, connection: Connection | None = None, client: AsyncOpenSearch | None = None) -> None:
+    def __init__(self, connection: Connection | None = None, client: Any = None) -> None:
         """On the cluster ``connection`` describes, or through an application's own ``client``, which
         closing the backend leaves open. Building one opens no connection."""
-        if client is not None and not isinstance(client, AsyncOpenSearch):
-            raise BadRequestError(f"an async searcher needs an AsyncOpenSearch client, not {type(client).__name__} "
-                                  "(Searcher takes an OpenSearch one)")
         self.connection = connection or Connection()
         self._owns_client = client is None
-        self.client = async_client(self.connection) if client is None else client
-        self.location = self.connection.safe_url if client is None else client_location(client)
+        self.client = self._client(client)
+        self.location = self.connection.safe_url if client is None else self._located(client)
+
+    def _located(self, client: Any) -> str:
+        """Where an application's own client sends requests, for messages."""
+        return client_location(client)
+
+    def _client(self, given: Any) -> Any:
+        """The application's ``given`` client, which must be of this engine's kind, or a client of our own."""
+        if given is not None and not isinstance(given, AsyncOpenSearch):
+            raise BadRequestError(f"an async searcher needs an AsyncOpenSearch client, not {type(given).__name__} "
+                                  "(Searcher takes an OpenSearch one)")
+        return async_client(self.connection) if given is None else given
 
     async def _read(self, target: str | None, call: Callable[[], Awaitable[T]]) -> T:
         """One read, sent again on a 5xx/429 or a lost connection after 1, 2, 4 ... s, without blocking the
         loop; its errors said as hybrid says them."""
         attempts = self.connection.search_attempts
-        with translated_errors(self.location, target):
+        with translated_errors(self.errors, self.location, target):
             for attempt in range(1, attempts + 1):
                 try:
                     return await call()
-                except (os_errors.ConnectionError, os_errors.TransportError) as error:
-                    if not worth_retrying(error, attempt, attempts):
+                except self.errors.any as error:
+                    if not worth_retrying(self.errors, error, attempt, attempts):
                         raise
-                    pause = announce_retry(f"search: OpenSearch at {self.location} did not answer "
+                    pause = announce_retry(f"search: {self.errors.product} at {self.location} did not answer "
                                            f"({short_reason(error)})", attempt, attempts)
                 await asyncio.sleep(pause)
         raise AssertionError("unreachable")
+
+    async def server_fusion(self, target: str) -> str | None:
+        """None: OpenSearch may fuse with its hybrid query (``hybrid.server_fusion`` finds out)."""
+        return None
 
     async def snapshot(self, index: str) -> Snapshot:
         check_index_name(index)
@@ -93,12 +104,12 @@ class AsyncOpenSearchBackend:
                              self.location)
 
     async def retrieve(self, target: str, query: LegQuery) -> dict[str, list[LegHit]]:
-        legs, lines = leg_requests(target, query)
+        legs, lines = leg_requests(target, query, self.vector_search)
 
         async def msearch() -> list[dict[str, Any]]:
             return failed_legs_raised(await self.client.msearch(body=lines))
 
-        return legs_from(target, legs, await self._read(target, msearch), self.location)
+        return legs_from(target, legs, await self._read(target, msearch), self.location, self.errors.product)
 
     async def sources(self, target: str, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
         if not ids:
@@ -110,12 +121,12 @@ class AsyncOpenSearchBackend:
         return list((await self._read(target, lambda: self.client.search(**request)))["hits"]["hits"])
 
     async def plugins(self) -> tuple[list[dict[str, str]], set[str]]:
-        with translated_errors(self.location):
+        with translated_errors(self.errors, self.location):
             rows = await self.client.cat.plugins(**PLUGIN_ROWS)
             return rows, {row["name"] for row in await self.client.cat.nodes(**NODE_NAMES)}
 
     async def layout(self, concrete: str) -> IndexLayout:
-        with translated_errors(self.location, concrete):
+        with translated_errors(self.errors, self.location, concrete):
             return layout_from(await self.client.indices.get_settings(index=concrete))
 
     async def close(self) -> None:

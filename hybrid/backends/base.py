@@ -26,6 +26,8 @@ LEGS = ("bm25", "vector")
 MAX_INDEX_NAME_BYTES = 200
 """OpenSearch allows 255 bytes; the rest is room for the ``_vN`` of numbered versions."""
 INDEX_NAME_CHARACTERS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789._-")
+VERSION_NAME = re.compile(r"(?P<index>.+)_v(?P<number>\d+)")
+"""A numbered version of an index on a cluster: ``NAME_v3``."""
 
 Filters = Mapping[str, str | Sequence[str]]
 """Metadata filters: field -> value (or any of several values); every field must match."""
@@ -201,9 +203,6 @@ class Backend(Protocol):
     """How long a searcher may keep using a snapshot before taking a new one."""
     max_depth: int | None
     """The most hits one leg can return (None: no limit)."""
-    has_server: bool
-    """Whether a search engine answers (it may then fuse on its side: ``server_fusion``)."""
-
     def names(self) -> list[str]: ...
 
     def exists(self, index: str) -> bool: ...
@@ -237,6 +236,11 @@ class Backend(Protocol):
 
     def sources(self, target: str, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
         """The fields of the given documents (those still in the index)."""
+        ...
+
+    def server_fusion(self, target: str) -> str | None:
+        """Why searches of ``target`` cannot fuse on the backend's side (OpenSearch's hybrid query:
+        ``hybrid.server_fusion``), said once before fusing client-side; None where they may try."""
         ...
 
     def documents(self, index: str) -> Iterator[tuple[str, dict[str, Any]]]:

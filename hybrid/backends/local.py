@@ -292,7 +292,9 @@ class LocalBackend:
     snapshot_ttl_s = 0.0
     """Following the link costs microseconds, so a searcher looks at it on every query."""
     max_depth: int | None = None
-    has_server = False
+
+    def server_fusion(self, target: str) -> str:
+        return "an embedded index has no server to fuse on"
 
     def __init__(self, data_dir: str | Path | None = None) -> None:
         self.data_dir = Path(data_dir or os.environ.get("HYBRID_DATA_DIR") or DEFAULT_DATA_DIR).expanduser()

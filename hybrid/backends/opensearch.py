@@ -17,7 +17,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import unquote, urlsplit, urlunsplit
@@ -29,19 +29,10 @@ from opensearchpy import exceptions as os_errors
 if TYPE_CHECKING:
     from opensearchpy import AsyncOpenSearch
 
-from ..documents import INTERNAL_FIELDS
-from ..errors import (
-    BadRequestError,
-    ClusterUnavailableError,
-    CredentialsRefusedError,
-    HybridError,
-    IncompatibleIndexError,
-    IndexNotFoundError,
-    NotAClusterError,
-    OverloadedError,
-    VersionGoneError,
-)
+from ..documents import INTERNAL_FIELDS, LONE_SURROGATE
+from ..errors import BadRequestError, HybridError, IncompatibleIndexError, IndexNotFoundError, VersionGoneError
 from .base import (
+    VERSION_NAME,
     Filters,
     IndexInfo,
     IndexMeta,
@@ -54,12 +45,21 @@ from .base import (
     WriteFailure,
     check_index_name,
 )
-from .mapping import index_mapping
+from .cluster_errors import (
+    RETRY_STATUSES,
+    ClientErrors,
+    LegFailed,
+    announce_retry,
+    answered,
+    short_reason,
+    translated_errors,
+    worth_retrying,
+)
+from .mapping import Engine, index_mapping
 
 ID_FIELD, HASH_FIELD, TEXT_FIELD, VECTOR_FIELD, WINDOWS_FIELD = INTERNAL_FIELDS
-STORED_ONLY = [VECTOR_FIELD, WINDOWS_FIELD, HASH_FIELD, ID_FIELD]
+STORED_ONLY = [VECTOR_FIELD, WINDOWS_FIELD, HASH_FIELD, ID_FIELD, TEXT_FIELD]
 """Internal fields kept in each document's source, and left out of what searches return."""
-RETRY_STATUSES = (429, 502, 503, 504)
 TRANSIENT_STATUSES = (429, 500, *RETRY_STATUSES[1:])
 """A document refused with one of these (a node left, a shard is being promoted) is sent again."""
 MAX_RESULT_WINDOW = 10_000
@@ -74,7 +74,11 @@ LEG_SEARCH_OPTIONS: dict[str, dict[str, Any]] = {
 IDS_ONLY: dict[str, Any] = {"_source": False, "stored_fields": "_none_", "docvalue_fields": [ID_FIELD]}
 """A leg's candidates by their ids alone, read from doc values: reading ``_id`` from stored fields unpacks
 each hit's stored block, vectors and all, which took 5-6 ms of a leg's 7-8 on SciFact."""
-VERSION_NAME = re.compile(r"(?P<index>.+)_v(?P<number>\d+)")
+UNANALYSABLE = re.compile("[\ud800-\udbff]\\Z")
+"""A value that Lucene's standard tokenizer makes no words of (see ``analysable``)."""
+LEG_ONLY: dict[str, Any] = {**IDS_ONLY, "track_total_hits": False}
+"""A leg asks for no count of its matches: counting them (to 10,000 by default) keeps BM25 from skipping
+blocks of documents that cannot reach the top k."""
 URL_START = re.compile(r",(?=\s*(?:[A-Za-z][A-Za-z0-9+.-]*://|[\w.-]+:\d+/?\s*(?:,|$)|\[[0-9A-Fa-f:.]+\]:\d+))")
 """A comma that starts another node's URL: before a scheme, or a bare ``host:port``."""
 T = TypeVar("T")
@@ -123,6 +127,9 @@ class Connection:
     (sent as UTF-8 basic auth); shown by its type only."""
     headers: Mapping[str, str] | None = None
     """Headers sent with every request (a tenant, a trace id); shown by their names only."""
+    api_key: str | None = None
+    """An Elasticsearch API key (the encoded form Kibana shows; ``$ELASTICSEARCH_API_KEY``), sent instead of
+    a user and password; never shown."""
     pool_size: int = 10
     """Connections kept open to each node: set it to the searches in flight at once (an application's
     request threads, or its concurrent requests when async). Fewer, and requests open and discard
@@ -149,20 +156,23 @@ class Connection:
     else none, or the replaced version's."""
 
     @classmethod
-    def from_env(cls, url: str | None = None, **overrides: Any) -> Connection:
-        verify = os.environ.get("OPENSEARCH_VERIFY_CERTS", "true").lower() not in ("0", "false", "no")
+    def from_env(cls, url: str | None = None, prefix: str = "OPENSEARCH", **overrides: Any) -> Connection:
+        """The settings in the environment, ``OPENSEARCH_URL`` etc. (``prefix="ELASTICSEARCH"``:
+        ``ELASTICSEARCH_URL`` ...), with ``url`` and ``overrides`` given winning."""
+        verify = os.environ.get(f"{prefix}_VERIFY_CERTS", "true").lower() not in ("0", "false", "no")
         settings: dict[str, Any] = {
-            "url": url or os.environ.get("OPENSEARCH_URL") or cls.url,
-            "user": os.environ.get("OPENSEARCH_USER"),
-            "password": os.environ.get("OPENSEARCH_PASSWORD"),
+            "url": url or os.environ.get(f"{prefix}_URL") or cls.url,
+            "user": os.environ.get(f"{prefix}_USER"),
+            "password": os.environ.get(f"{prefix}_PASSWORD"),
+            "api_key": os.environ.get(f"{prefix}_API_KEY") if prefix == "ELASTICSEARCH" else None,
             "verify_certs": verify,
-            "ca_certs": os.environ.get("OPENSEARCH_CA_CERTS"),
-            "client_cert": os.environ.get("OPENSEARCH_CLIENT_CERT"),
-            "client_key": os.environ.get("OPENSEARCH_CLIENT_KEY"),
-            "engine": os.environ.get("OPENSEARCH_KNN_ENGINE", cls.engine),
-            "shards": _count_from_env("OPENSEARCH_SHARDS", minimum=1),
-            "replicas": _count_from_env("OPENSEARCH_REPLICAS", minimum=0),
-            "pool_size": _count_from_env("OPENSEARCH_POOL_SIZE", minimum=1),
+            "ca_certs": os.environ.get(f"{prefix}_CA_CERTS"),
+            "client_cert": os.environ.get(f"{prefix}_CLIENT_CERT"),
+            "client_key": os.environ.get(f"{prefix}_CLIENT_KEY"),
+            "engine": os.environ.get(f"{prefix}_KNN_ENGINE", cls.engine),
+            "shards": _count_from_env(f"{prefix}_SHARDS", minimum=1),
+            "replicas": _count_from_env(f"{prefix}_REPLICAS", minimum=0),
+            "pool_size": _count_from_env(f"{prefix}_POOL_SIZE", minimum=1),
         }
         settings.update({name: value for name, value in overrides.items() if value is not None})
         return cls(**{name: value for name, value in settings.items() if value is not None})  # unset: the default
@@ -173,6 +183,7 @@ class Connection:
         error report prints locals."""
         shown: dict[str, Any] = {item.name: getattr(self, item.name) for item in fields(self)}
         shown.update(url=self.safe_url, password=None if self.password is None else "***",
+                     api_key=None if self.api_key is None else "***",
                      http_auth=None if self.http_auth is None else f"<{type(self.http_auth).__name__}>",
                      headers=None if self.headers is None else sorted(self.headers))
         return f"{type(self).__name__}({', '.join(f'{name}={value!r}' for name, value in shown.items())})"
@@ -218,6 +229,12 @@ class Connection:
         return next(((unquote(parts.username), unquote(parts.password or "")) for parts in map(urlsplit, self.urls)
                      if parts.username), None)
 
+    def api_key_header(self) -> dict[str, str]:
+        """An ``Authorization`` header for ``api_key``, unless ``headers`` carry one of their own."""
+        if not self.api_key or any(name.lower() == "authorization" for name in self.headers or {}):
+            return {}
+        return {"authorization": f"ApiKey {self.api_key}"}
+
     def client_options(self) -> dict[str, Any]:
         """What the sync and the async client are both built with.
 
@@ -228,7 +245,7 @@ class Connection:
         signer = None if isinstance(self.http_auth, tuple | list | str) else self.http_auth
         return dict(
             hosts=[_without_credentials(url) for url in self.urls],
-            headers={**(self.headers or {}), **self.basic_auth_header()}, http_auth=signer,
+            headers={**(self.headers or {}), **self.basic_auth_header(), **self.api_key_header()}, http_auth=signer,
             verify_certs=self.verify_certs, ca_certs=self.ca_certs, client_cert=self.client_cert,
             client_key=self.client_key, ssl_show_warn=self.verify_certs, timeout=self.timeout,
             http_compress=False, max_retries=len(self.urls) - 1, retry_on_timeout=False,
@@ -262,6 +279,11 @@ class OpenSearchAnswers:
 
 class NodeConnection(OpenSearchAnswers, Urllib3HttpConnection):
     """opensearch-py's urllib3 connection to one node, with OpenSearch's answers told from others'."""
+
+
+OPENSEARCH_ERRORS = ClientErrors(
+    "OpenSearch", os_errors.NotFoundError, (os_errors.AuthenticationException, os_errors.AuthorizationException),
+    (NotOpenSearchAnswer,), (os_errors.ConnectionError,), (os_errors.TransportError,), (os_errors.SerializationError,))
 
 
 def _is_json_object(raw_data: str | bytes, content_type: str | None) -> bool:
@@ -326,12 +348,6 @@ class IndexLayout:
         return {"number_of_shards": self.shards, "number_of_replicas": self.replicas}
 
 
-def index_body(meta: IndexMeta, engine: str, layout: IndexLayout, previous: str | None = None) -> dict[str, Any]:
-    """The body that creates an index of ``meta`` with the k-NN ``engine`` and ``layout`` (see
-    ``mapping.index_mapping``); ``previous`` is the version a re-index replaces (what rollback returns to)."""
-    return index_mapping("opensearch", meta, layout.settings(), previous, knn_engine=engine)
-
-
 def check_target_name(target: str) -> None:
     """An index name, or one of its numbered versions (``NAME_v3``)."""
     match = VERSION_NAME.fullmatch(target)
@@ -350,7 +366,27 @@ def hit_id(hit: dict[str, Any]) -> str:
 
 def match_query(text: str, filters: list[dict[str, Any]]) -> dict[str, Any]:
     """The BM25 leg: the query's words against every text field (copied into one), filtered first."""
-    return {"bool": {"must": {"match": {TEXT_FIELD: text}}, "filter": filters}}
+    return {"bool": {"must": {"match": {TEXT_FIELD: analysable(text)}}, "filter": filters}}
+
+
+def analysable(text: str) -> str:
+    """``text`` with each lone surrogate (which a JSON escape can make) as U+FFFD, which analyzers drop: Lucene's
+    standard tokenizer makes no words at all of a value that ends in half a surrogate pair (``"apple \\ud800"``:
+    none; ``"apple \\ud800 pear"``: apple, pear), and the document (or query) would have no BM25 match."""
+    return LONE_SURROGATE.sub("\ufffd", text)
+
+
+def analysable_copies(fields: Mapping[str, Any], text_fields: Sequence[str]) -> dict[str, Any]:
+    """What the text field gets besides what ``copy_to`` copies: each text value that ends in half a surrogate
+    pair, made ``analysable``. Its copy yields no words, so its words come once, from this, and the document
+    scores as the same text without the surrogate does."""
+    values = (value for name in text_fields for value in _listed(fields.get(name)))
+    cleaned = [analysable(value) for value in values if isinstance(value, str) and UNANALYSABLE.search(value)]
+    return {TEXT_FIELD: cleaned} if cleaned else {}
+
+
+def _listed(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
 
 
 def knn_query(query: LegQuery, filters: list[dict[str, Any]]) -> dict[str, Any]:
@@ -370,67 +406,6 @@ def filter_clauses(filters: Filters) -> list[dict[str, Any]]:
     return [
         {"terms": {name: [wanted] if isinstance(wanted, str) else list(wanted)}} for name, wanted in filters.items()
     ]
-
-
-@contextmanager
-def translated_errors(location: str, index: str | None = None) -> Iterator[None]:
-    """Turn client errors into one-line errors an application can map (see ``hybrid.errors``), each keeping
-    the client's error as its cause and the HTTP status where one came back; ``index`` is what was asked
-    for, where a missing index means that index is missing. Sync and async requests alike."""
-    try:
-        yield
-    except os_errors.NotFoundError as error:
-        if index is not None and error.error == "index_not_found_exception":
-            if VERSION_NAME.fullmatch(index):
-                raise VersionGoneError(f"{index} is gone from {location}", status=404) from error
-            raise IndexNotFoundError(index, location, status=404) from error
-        if not isinstance(error.info, dict):
-            raise _not_opensearch(location, error.status_code) from error
-        raise HybridError(f"OpenSearch at {location}: {error.error} ({_reason(error)})", status=404) from error
-    except (os_errors.AuthenticationException, os_errors.AuthorizationException) as error:
-        raise CredentialsRefusedError(
-            f"OpenSearch at {location} refused the credentials (HTTP {error.status_code})",
-            status=error.status_code if isinstance(error.status_code, int) else None) from error
-    except NotOpenSearchAnswer as error:
-        raise _not_opensearch(location, error.status) from error
-    except os_errors.ConnectionError as error:
-        raise ClusterUnavailableError(
-            f"cannot reach OpenSearch at {location} ({type(error.info).__name__ if error.info else error})"
-        ) from error
-    except os_errors.SerializationError as error:
-        raise _not_opensearch(location, 200) from error
-    except os_errors.TransportError as error:
-        if not isinstance(error.info, dict):
-            raise _not_opensearch(location, error.status_code) from error
-        raise _answered(f"OpenSearch at {location} answered {error.status_code} {error.error}: {_reason(error)}",
-                        error.status_code) from error
-
-
-def _not_opensearch(location: str, status: Any) -> NotAClusterError:
-    return NotAClusterError(
-        f"{location} answered HTTP {status} without an OpenSearch response: is it an OpenSearch cluster?",
-        status=status if isinstance(status, int) else None)
-
-
-def worth_retrying(error: os_errors.TransportError, attempt: int, attempts: int) -> bool:
-    """Whether a failed request may be sent again: attempts are left, and no answer came (or not OpenSearch's),
-    or the cluster answered 429 or 502-504."""
-    status = error.status_code if isinstance(error.status_code, int) else None
-    return attempt < attempts and (isinstance(error, os_errors.ConnectionError) or status in RETRY_STATUSES)
-
-
-def announce_retry(problem: str, attempt: int, attempts: int, said: list[str] | None = None) -> float:
-    """Log that ``problem`` is tried again (and add it to ``said``); the pause before it: 1, 2, 4 ... s."""
-    pause = 2 ** (attempt - 1)
-    log.warning("%s; trying again in %d s (attempt %d of %d)", problem, pause, attempt + 1, attempts)
-    if said is not None:
-        said.append(problem)
-    return pause
-
-
-def short_reason(error: os_errors.TransportError) -> str:
-    """An error's status, or its kind where nothing answered."""
-    return str(error.status_code) if isinstance(error.status_code, int) else type(error).__name__
 
 
 PLUGIN_ROWS: dict[str, Any] = {"format": "json", "h": "name,component,version"}
@@ -455,15 +430,25 @@ def layout_from(settings: Mapping[str, Any]) -> IndexLayout:
     return IndexLayout(int(index["number_of_shards"]), int(index["number_of_replicas"]))
 
 
-def leg_requests(target: str, query: LegQuery) -> tuple[list[str], list[dict[str, Any]]]:
+VectorSearch = Callable[[LegQuery, list[dict[str, Any]]], dict[str, Any]]
+"""The part of a vector leg's search body that finds the nearest vectors (the engines' syntaxes differ)."""
+
+
+def knn_search(query: LegQuery, filters: list[dict[str, Any]]) -> dict[str, Any]:
+    """OpenSearch's vector leg: a ``knn`` query."""
+    return {"query": knn_query(query, filters)}
+
+
+def leg_requests(target: str, query: LegQuery, vector_search: VectorSearch = knn_search
+                 ) -> tuple[list[str], list[dict[str, Any]]]:
     """The legs ``query`` asks for and the ``_msearch`` lines that run them, each filtered before ranking."""
     check_target_name(target)
     filters = filter_clauses(query.filters)
     bodies: dict[str, dict[str, Any]] = {}
     if query.text is not None:
-        bodies["bm25"] = {**IDS_ONLY, "size": query.k, "query": match_query(query.text, filters)}
+        bodies["bm25"] = {**LEG_ONLY, "size": query.k, "query": match_query(query.text, filters)}
     if query.vector is not None:
-        bodies["vector"] = {**IDS_ONLY, "size": query.k, "query": knn_query(query, filters)}
+        bodies["vector"] = {**LEG_ONLY, "size": query.k, **vector_search(query, filters)}
     lines: list[dict[str, Any]] = []
     for leg, body in bodies.items():
         lines += [{"index": target, **LEG_SEARCH_OPTIONS[leg]}, body]
@@ -477,12 +462,12 @@ def failed_legs_raised(answer: Mapping[str, Any]) -> list[dict[str, Any]]:
     for response in responses:
         status = int(response.get("status", 200))
         if "error" in response and (status >= 500 or status == 429):  # a search may always be sent again
-            raise os_errors.TransportError(503 if status >= 500 else 429, response["error"].get("type", "error"),
-                                           response)
+            raise LegFailed(503 if status >= 500 else 429, response["error"].get("type", "error"), response)
     return responses
 
 
-def legs_from(target: str, legs: list[str], responses: list[dict[str, Any]], location: str) -> dict[str, list[LegHit]]:
+def legs_from(target: str, legs: list[str], responses: list[dict[str, Any]], location: str,
+              product: str = "OpenSearch") -> dict[str, list[LegHit]]:
     """Each leg's hits (ids and raw scores, inner products for the vector leg) from its ``_msearch`` response."""
     found: dict[str, list[LegHit]] = {}
     for leg, response in zip(legs, responses):
@@ -492,7 +477,7 @@ def legs_from(target: str, legs: list[str], responses: list[dict[str, Any]], loc
                 if VERSION_NAME.fullmatch(target):
                     raise VersionGoneError(f"{target} is gone from {location}", status=404)
                 raise IndexNotFoundError(target, location, status=404)
-            raise _answered(f"OpenSearch {leg} query failed: {error.get('reason', error)}", response.get("status"))
+            raise answered(f"{product} {leg} query failed: {error.get('reason', error)}", response.get("status"))
         convert = inner_product if leg == "vector" else float
         found[leg] = [LegHit(hit_id(h), convert(h["_score"])) for h in response["hits"]["hits"]]
     return found
@@ -501,7 +486,7 @@ def legs_from(target: str, legs: list[str], responses: list[dict[str, Any]], loc
 def mget_request(target: str, ids: Sequence[str]) -> dict[str, Any]:
     """The ``_mget`` of a page's documents, without hybrid's internal fields."""
     check_target_name(target)
-    return {"index": target, "body": {"ids": list(ids)}, "params": {"_source_excludes": ",".join(STORED_ONLY)}}
+    return {"index": target, "body": {"ids": list(ids)}, "_source_excludes": ",".join(STORED_ONLY)}
 
 
 def sources_from(response: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
@@ -525,22 +510,59 @@ class OpenSearchBackend:
     snapshot_ttl_s = 10.0
     """Finding the serving version costs round trips, so a searcher re-checks it this often."""
     max_depth: int | None = MAX_RESULT_WINDOW
-    has_server = True
+    engine: Engine = "opensearch"
+    """The mapping's syntax (``mapping.index_mapping``)."""
+    errors = OPENSEARCH_ERRORS
+    helpers: Any = helpers
+    """The client's bulk and scroll helpers."""
+    vector_search = staticmethod(knn_search)
 
-    def __init__(self, connection: Connection | None = None, client: OpenSearch | None = None) -> None:
+    def __init__(self, connection: Connection | None = None, client: Any = None) -> None:
         """On the cluster ``connection`` describes, or through an application's own ``client`` (its auth,
         certificates, proxies and pool are then the application's; ``connection`` still sets timeouts,
         attempts and index layout, and closing the backend leaves that client open)."""
-        if client is not None and not isinstance(client, OpenSearch):
-            raise BadRequestError(f"a searcher needs an OpenSearch client, not {type(client).__name__} "
-                                  "(AsyncSearcher takes an AsyncOpenSearch one)")
         self.connection = connection or Connection()
         self._owns_client = client is None
-        self.client = self.connection.client() if client is None else client
-        self.location = self.connection.safe_url if client is None else client_location(client)
+        self.client = self._client(client)
+        self.location = self.connection.safe_url if client is None else self._located(client)
+        self._writes, self._write_options = self._write_client()
+
+    def set_aside(self) -> list[str]:
+        """Each node the client set aside (it stopped answering), in order, for a writer to report."""
+        return list(getattr(self.client.transport.connection_pool, "set_aside", []))
+
+    def _located(self, client: Any) -> str:
+        """Where an application's own client sends requests, for messages."""
+        return client_location(client)
+
+    def _client(self, given: Any) -> Any:
+        """The application's ``given`` client, which must be of this engine's kind, or a client of our own."""
+        if given is not None and not isinstance(given, OpenSearch):
+            raise BadRequestError(f"a searcher needs an OpenSearch client, not {type(given).__name__} "
+                                  "(AsyncSearcher takes an AsyncOpenSearch one)")
+        return self.connection.client() if given is None else given
+
+    def server_fusion(self, target: str) -> str | None:
+        """None: OpenSearch may fuse with its hybrid query (``hybrid.server_fusion`` finds out)."""
+        return None
+
+    def _write_client(self) -> tuple[Any, dict[str, Any]]:
+        """The client and the arguments that send index changes (create, delete, switch) and bulk requests with
+        ``Connection.write_timeout``: a busy cluster applies those slowly."""
+        return self.client, {"request_timeout": self.connection.write_timeout}
+
+    def _analyzer(self) -> str:
+        """The text fields' analyzer: ``english`` (stemming, stop words), as the embedded index analyses."""
+        return "english"
+
+    def _index_body(self, meta: IndexMeta, layout: IndexLayout, previous: str | None = None) -> dict[str, Any]:
+        """The body that creates an index of ``meta`` laid out as ``layout``; ``previous`` is the version a
+        re-index replaces (what rollback returns to)."""
+        return index_mapping(self.engine, meta, layout.settings(), previous, knn_engine=self.connection.engine,
+                             analyzer=self._analyzer())
 
     def _errors(self, index: str | None = None) -> AbstractContextManager[None]:
-        return translated_errors(self.location, index)
+        return translated_errors(self.errors, self.location, index)
 
     def _with_retries(self, call: Callable[[], T], attempts: int, what: str, said: list[str] | None = None) -> T:
         """Retry 429, 5xx and lost connections, waiting 1, 2, 4 ... s (saying so, and adding it to ``said``);
@@ -548,10 +570,11 @@ class OpenSearchBackend:
         for attempt in range(1, attempts + 1):
             try:
                 return call()
-            except (os_errors.ConnectionError, os_errors.TransportError) as error:
-                if not worth_retrying(error, attempt, attempts):
+            except self.errors.any as error:
+                if not worth_retrying(self.errors, error, attempt, attempts):
                     raise
-                pause = announce_retry(f"{what}: OpenSearch at {self.location} did not answer ({short_reason(error)})",
+                pause = announce_retry(f"{what}: {self.errors.product} at {self.location} did not answer "
+                                       f"({short_reason(error)})",
                                        attempt, attempts, said)
             time.sleep(pause)
         raise AssertionError("unreachable")
@@ -579,8 +602,8 @@ class OpenSearchBackend:
         with self._errors(index):
             try:
                 current = sorted(self.client.indices.get_alias(name=index))
-            except os_errors.NotFoundError as error:
-                if not isinstance(error.info, dict):  # not OpenSearch's "alias missing": let _errors say so
+            except self.errors.not_found as error:
+                if not isinstance(getattr(error, "info", None), dict):  # not the cluster's "alias missing"
                     raise
                 current = []
             if not current and self.client.indices.exists(index=index):
@@ -642,14 +665,14 @@ class OpenSearchBackend:
             raise HybridError(f"{serving} at {self.location} was not created by hybrid; not deleting it")
         targets = {serving} | {f"{index}_v{number}" for number in self._numbered_versions(index)}
         with self._errors(index):
-            self.client.indices.delete(index=",".join(sorted(targets)), params={"expand_wildcards": "none"},
-                                       request_timeout=self.connection.write_timeout)
+            self._writes.indices.delete(index=",".join(sorted(targets)), expand_wildcards="none",
+                                        **self._write_options)
 
     def _numbered_versions(self, index: str) -> dict[int, dict[str, Any]]:
         """number -> ``_meta`` of each ``INDEX_vN`` that hybrid created."""
         with self._errors():
             found = self.client.indices.get_mapping(index=f"{index}_v*", expand_wildcards="open",
-                                                    params={"allow_no_indices": "true"})
+                                                    allow_no_indices=True)
         numbered = {}
         for name, body in found.items():
             match = VERSION_NAME.fullmatch(name)
@@ -670,22 +693,25 @@ class OpenSearchBackend:
         with self._errors(index):
             return {
                 hit["_id"]: hit["_source"].get(HASH_FIELD, "")
-                for hit in helpers.scan(self.client, index=index, _source=[HASH_FIELD], size=2000)
+                for hit in self.helpers.scan(self.client, index=index, _source=[HASH_FIELD], size=2000,
+                                             request_timeout=self.connection.timeout)
             }
 
     def create(self, index: str, meta: IndexMeta) -> None:
         """Create ``INDEX_v1`` behind the alias ``INDEX``, so a later re-index can swap versions atomically."""
         check_index_name(index)
-        body = {**index_body(meta, self.connection.engine, self._new_layout(None)), "aliases": {index: {}}}
+        body = {**self._index_body(meta, self._new_layout(None)), "aliases": {index: {}}}
         with self._errors():
             try:
-                self.client.indices.create(index=f"{index}_v1", body=body,
-                                           request_timeout=self.connection.write_timeout)
-            except os_errors.RequestError as error:
-                if error.error != "resource_already_exists_exception":
-                    if "knn" in str(error.info).lower():
+                self._writes.indices.create(index=f"{index}_v1", body=body, **self._write_options)
+            except self.errors.answered as error:
+                if getattr(error, "status_code", None) != 400:
+                    raise
+                kind = getattr(error, "error", None)
+                if kind != "resource_already_exists_exception":
+                    if self.engine == "opensearch" and "knn_vector" in str(getattr(error, "info", "")):
                         raise HybridError(
-                            f"OpenSearch at {self.location} cannot create a k-NN index ({error.error}): install "
+                            f"OpenSearch at {self.location} cannot create a k-NN index ({kind}): install "
                             "the opensearch-knn plugin (bin/opensearch-plugin install opensearch-knn) and restart "
                             "the node") from None
                     raise
@@ -704,7 +730,9 @@ class OpenSearchBackend:
         """How many data nodes the cluster has; 1 where the user may not ask (cluster:monitor/health)."""
         try:
             return int(self.client.cluster.health()["number_of_data_nodes"])
-        except os_errors.AuthorizationException:
+        except self.errors.refused as refused:
+            if getattr(refused, "status_code", None) != 403:
+                raise
             log.warning("%s: not allowed to read the cluster's health, so a new index gets no replica (give "
                         "--replicas to choose)", self.location)
             return 1
@@ -727,7 +755,8 @@ class OpenSearchBackend:
         with self._errors(index):
             # _source_excludes, not _source={"excludes": ...}: as a URL parameter that dict matched no field,
             # and every document came back empty (a re-index then wrote documents without their fields).
-            for hit in helpers.scan(self.client, index=index, _source_excludes=",".join(STORED_ONLY), size=500):
+            for hit in self.helpers.scan(self.client, index=index, _source_excludes=",".join(STORED_ONLY),
+                                         size=500, request_timeout=self.connection.timeout):
                 yield hit["_id"], hit["_source"]
 
     def new_version(self, index: str, meta: IndexMeta) -> tuple[str, OpenSearchWriter]:
@@ -735,9 +764,8 @@ class OpenSearchBackend:
         existing = self._numbered_versions(index)
         version = f"{index}_v{max(existing, default=0) + 1}"
         with self._errors():
-            self.client.indices.create(
-                index=version, body=index_body(meta, self.connection.engine, self._new_layout(serving), serving),
-                request_timeout=self.connection.write_timeout)
+            self._writes.indices.create(index=version, body=self._index_body(meta, self._new_layout(serving), serving),
+                                        **self._write_options)
         return version, OpenSearchWriter(self, version, fresh=True, meta=meta)
 
     def close(self) -> None:
@@ -750,14 +778,13 @@ class OpenSearchBackend:
         current = self._serving(index)
         actions = [{"remove": {"index": current, "alias": index}}, {"add": {"index": version, "alias": index}}]
         with self._errors(index):
-            self.client.indices.update_aliases(body={"actions": actions},
-                                               request_timeout=self.connection.write_timeout)
+            self._writes.indices.update_aliases(body={"actions": actions}, **self._write_options)
 
     def retrieve(self, target: str, query: LegQuery) -> dict[str, list[LegHit]]:
         """Both legs in one ``_msearch`` round trip, each with the filters applied before ranking."""
-        legs, lines = leg_requests(target, query)
+        legs, lines = leg_requests(target, query, self.vector_search)
         responses = self._read(target, lambda: failed_legs_raised(self.client.msearch(body=lines)))
-        return legs_from(target, legs, responses, self.location)
+        return legs_from(target, legs, responses, self.location, self.errors.product)
 
     def _read(self, target: str, call: Callable[[], T]) -> T:
         """One read of ``target`` (a search, an ``_mget``): sent again on a 5xx/429 as searches may be, its
@@ -787,7 +814,7 @@ class OpenSearchBackend:
         with self._errors():
             try:
                 return dict(self.client.search_pipeline.get(id=name)[name])
-            except os_errors.NotFoundError:
+            except self.errors.not_found:
                 return None
 
     def put_search_pipeline(self, name: str, body: dict[str, Any]) -> None:
@@ -797,23 +824,6 @@ class OpenSearchBackend:
     def delete_search_pipeline(self, name: str) -> None:
         with self._errors():
             self.client.search_pipeline.delete(id=name)
-
-
-def _answered(message: str, status: Any) -> HybridError:
-    """The error for an answer the cluster gave: overloaded (429), unavailable (5xx), a bad request (400)."""
-    code = status if isinstance(status, int) else None
-    if code == 429:
-        return OverloadedError(message)
-    if code is not None and code >= 500:
-        return ClusterUnavailableError(message, status=code)
-    if code == 400:
-        return BadRequestError(message, status=code)
-    return HybridError(message, status=code)
-
-
-def _reason(error: os_errors.TransportError) -> str:
-    info = error.info.get("error", {}) if isinstance(error.info, dict) else {}
-    return str(info.get("reason", error.error)) if isinstance(info, dict) else str(info)
 
 
 class OpenSearchWriter(IndexWriter):
@@ -829,6 +839,7 @@ class OpenSearchWriter(IndexWriter):
         on the fly), or, when ``fresh``, a new version that a failed re-index deletes again."""
         self._backend, self._index, self._fresh = backend, index, fresh
         self._windows = bool(meta.chunking)
+        self._text_fields = meta.text_fields
         self._serving = None if fresh else backend._serving(index)
         self._threads = backend.connection.bulk_threads
         self._pool = ThreadPoolExecutor(max_workers=self._threads, thread_name_prefix="bulk")
@@ -844,7 +855,7 @@ class OpenSearchWriter(IndexWriter):
         return self._retried + moved
 
     def _set_aside(self) -> list[str]:
-        return getattr(self._backend.client.transport.connection_pool, "set_aside", [])
+        return self._backend.set_aside()
 
     def _wait(self, in_flight: int = 0) -> None:
         """Collect finished batches, oldest first, until at most ``in_flight`` remain."""
@@ -867,7 +878,8 @@ class OpenSearchWriter(IndexWriter):
         (a shard whose node died is unavailable until a replica takes over); return the rest it refused."""
         actions = {
             d.id: {"_op_type": "index", "_index": self._index, "_id": d.id,
-                   "_source": {**d.fields, ID_FIELD: d.id, HASH_FIELD: d.hash, **self._vectors(d.vectors)}}
+                   "_source": {**d.fields, ID_FIELD: d.id, HASH_FIELD: d.hash, **self._vectors(d.vectors),
+                               **analysable_copies(d.fields, self._text_fields)}}
             for d in documents
         }
         backend, attempts = self._backend, self._backend.connection.retries
@@ -888,11 +900,11 @@ class OpenSearchWriter(IndexWriter):
 
     def _bulk(self, actions: list[dict[str, Any]]) -> list[WriteFailure]:
         failures = []
-        for ok, item in helpers.streaming_bulk(
+        backend = self._backend
+        for ok, item in backend.helpers.streaming_bulk(
             # 429s come back as failures too: _send sends them again, and says so
-            self._backend.client, actions, chunk_size=500, max_retries=0, raise_on_error=False,
-            require_alias=not self._fresh,
-            request_timeout=self._backend.connection.write_timeout,
+            backend._writes, actions, chunk_size=500, max_retries=0, raise_on_error=False,
+            require_alias=not self._fresh, **backend._write_options,
         ):
             if not ok:
                 result = next(iter(item.values()))
@@ -925,8 +937,8 @@ class OpenSearchWriter(IndexWriter):
         self._pool.shutdown(wait=True, cancel_futures=True)
         if self._fresh:  # a re-index that failed leaves no version behind
             with self._backend._errors():
-                self._backend.client.indices.delete(index=self._index, params={"ignore_unavailable": "true"},
-                                                    request_timeout=self._backend.connection.write_timeout)
+                self._backend._writes.indices.delete(index=self._index, ignore_unavailable=True,
+                                                     **self._backend._write_options)
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)
