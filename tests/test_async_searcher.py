@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import threading
 import time
 
@@ -32,6 +33,18 @@ def pages(hits_per_search: list) -> list:
     return [[hit.to_dict() for hit in hits] for hits in hits_per_search]
 
 
+def same(got: object, expected: object) -> bool:
+    """Equal, but for the last digit of a float32 score: Elasticsearch 9 may give the same vector one unit in
+    the last place apart in two identical searches (seen once in 120 repeats of 30 queries on 2,000 vectors)."""
+    if isinstance(got, float) and isinstance(expected, float):
+        return math.isclose(got, expected, rel_tol=1e-6)
+    if isinstance(got, dict) and isinstance(expected, dict):
+        return got.keys() == expected.keys() and all(same(got[key], expected[key]) for key in got)
+    if isinstance(got, list) and isinstance(expected, list):
+        return len(got) == len(expected) and all(map(same, got, expected))
+    return got == expected
+
+
 async def searched(searcher: AsyncSearcher, **options) -> list:
     """Every search of SEARCHES at once, as an application's concurrent requests would send them."""
     async with searcher:
@@ -50,7 +63,7 @@ def test_async_hits_equal_sync_hits_on_every_backend(cranfield_backend):
     searcher = as_async(cranfield_backend)
     if isinstance(cranfield_backend, OpenSearchBackend):
         assert type(searcher.backend).__name__ == f"Async{type(cranfield_backend).__name__}"
-    assert pages(asyncio.run(searched(searcher))) == pages(expected)
+    assert same(pages(asyncio.run(searched(searcher))), pages(expected))
 
 
 @pytest.mark.parametrize("cranfield_backend", [kind for kind in CLUSTERS if kind.startswith("elasticsearch")],

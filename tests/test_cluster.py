@@ -65,7 +65,7 @@ def test_layout_is_chosen_recorded_and_kept_by_a_reindex(nodes, cranfield, tmp_p
     assert info(chosen)["number_of_replicas"] == 1
 
     local = runner.invoke(cli, ["ingest", str(source), "--index", "x", "--shards", "2", "--data-dir", str(tmp_path)])
-    assert local.exit_code == 2 and "--shards and --replicas lay out an OpenSearch index" in local.output
+    assert local.exit_code == 2 and "--shards and --replicas lay out an index on a cluster" in local.output
     for index in (default, chosen):
         nodes.backend.delete(index)
 

@@ -88,6 +88,8 @@ def test_changed_document_alone_is_reembedded(cranfield_backend, cranfield, coun
     assert report.count == len(lines)
     hit = Searcher("cranfield", cranfield_backend).search(first["title"], k=1, mode="bm25")[0]
     assert hit.id == first["_id"] and hit.source["text"].endswith("revised")
+    restored = ingest(cranfield / "corpus.jsonl", "cranfield", cranfield_backend, counting_embedder, progress=False)
+    assert restored.embedded == 1  # the index is shared by the session's tests (and copied to other backends)
 
 
 def weighted_half_and_one(combination: str, bm25: float, vector: float) -> float:

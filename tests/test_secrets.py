@@ -11,12 +11,14 @@ import traceback
 from email.message import Message
 from urllib.parse import quote
 
+import pytest
 from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from loopback import answering
 
 from hybrid import AsyncSearcher
+from hybrid.backends.elasticsearch import ElasticsearchBackend
 from hybrid.backends.opensearch import Connection, OpenSearchBackend
 from hybrid.cli import cli
 from hybrid.errors import HybridError
@@ -54,18 +56,22 @@ def test_a_connection_never_shows_its_credentials(password, token):
     signed = Connection("http://127.0.0.1:9200", http_auth=("admin", password), headers={"x-api-key": token})
     assert leaks(password, repr(signed)) == [] and leaks(token, repr(signed)) == []
     assert "http_auth='<tuple>'" in repr(signed) and "headers=['x-api-key']" in repr(signed)
+    keyed = Connection("http://127.0.0.1:9200", api_key=token)  # an Elasticsearch API key
+    assert leaks(token, repr(keyed)) == [] and "api_key='***'" in repr(keyed)
 
 
+@pytest.mark.parametrize("backend_class", [OpenSearchBackend, ElasticsearchBackend])
 @settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(password=passwords)
-def test_a_failing_search_never_shows_the_credentials(caplog, password):
+def test_a_failing_search_never_shows_the_credentials(caplog, password, backend_class):
     """Against a cluster that is down: the error (and what it was raised from), every log line at DEBUG of
-    every logger (ours, opensearch-py's, urllib3's), and the searcher's and backend's reprs."""
+    every logger (ours, the client's, urllib3's), and the searcher's and backend's reprs."""
     url = f"http://admin:{quote(password, safe='')}@127.0.0.1:{closed_port()}"
     caplog.clear()
     texts: list[str] = []
     with caplog.at_level(logging.DEBUG):
-        backend = OpenSearchBackend(Connection(url, password=password, user="admin", timeout=1, search_attempts=1))
+        backend = backend_class(Connection(url, password=password, user="admin", api_key=quote(password), timeout=1,
+                                           search_attempts=1))
         texts += [repr(backend)]
         try:
             searcher = Searcher("docs", backend)
@@ -79,14 +85,17 @@ def test_a_failing_search_never_shows_the_credentials(caplog, password):
     assert leaks(password, *texts) == []
 
 
+@pytest.mark.parametrize("engine", ["opensearch", "elasticsearch"])
 @settings(max_examples=5, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(password=passwords)
-def test_a_failing_async_search_never_shows_the_credentials(caplog, password):
-    """The same for AsyncSearcher, through AsyncOpenSearch (aiohttp's errors and logs included)."""
+def test_a_failing_async_search_never_shows_the_credentials(caplog, password, engine):
+    """The same for AsyncSearcher, through AsyncOpenSearch or AsyncElasticsearch (aiohttp's errors and logs
+    included)."""
     url = f"http://admin:{quote(password, safe='')}@127.0.0.1:{closed_port()}"
 
     async def failing() -> list[str]:
-        async with AsyncSearcher("docs", opensearch=Connection(url, timeout=1, search_attempts=1)) as searcher:
+        connection = Connection(url, timeout=1, search_attempts=1, api_key=quote(password))
+        async with AsyncSearcher("docs", **{engine: connection}) as searcher:
             try:
                 await searcher.search("anything", mode="bm25")
             except HybridError as error:
@@ -105,10 +114,12 @@ def test_a_failing_async_search_never_shows_the_credentials(caplog, password):
 @given(password=passwords)
 def test_the_cli_never_shows_the_credentials(password):
     url = f"http://admin:{quote(password, safe='')}@127.0.0.1:{closed_port()}"
+    secrets = {"OPENSEARCH_USER": "admin", "OPENSEARCH_PASSWORD": password, "ELASTICSEARCH_USER": "admin",
+               "ELASTICSEARCH_PASSWORD": password, "ELASTICSEARCH_API_KEY": quote(password)}
     for args in (["search", "q", "--index", "docs", "--json"], ["index", "list"], ["index", "info", "docs"]):
-        result = CliRunner().invoke(cli, [*args, "--opensearch", url],
-                                    env={"OPENSEARCH_USER": "admin", "OPENSEARCH_PASSWORD": password})
-        assert result.exit_code != 0 and leaks(password, result.output) == [], result.output
+        for engine in ("--opensearch", "--elasticsearch"):
+            result = CliRunner().invoke(cli, [*args, engine, url], env=secrets)
+            assert result.exit_code != 0 and leaks(password, result.output) == [], result.output
 
 
 @settings(max_examples=10, deadline=None)

@@ -233,6 +233,9 @@ class Connection:
         """An ``Authorization`` header for ``api_key``, unless ``headers`` carry one of their own."""
         if not self.api_key or any(name.lower() == "authorization" for name in self.headers or {}):
             return {}
+        if not self.api_key.isascii() or not self.api_key.isprintable():
+            raise BadRequestError("the API key holds characters no API key has (keys are base64 text): give the "
+                                  "encoded key Elasticsearch or Kibana showed")
         return {"authorization": f"ApiKey {self.api_key}"}
 
     def client_options(self) -> dict[str, Any]:
