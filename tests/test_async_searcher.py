@@ -220,22 +220,23 @@ def test_the_built_in_clients_keep_pool_size_connections_per_node():
     assert asyncio.run(main()) == 24
 
 
+@pytest.mark.parametrize("cranfield_backend", CLUSTERS, indirect=True)
 @pytest.mark.parametrize("searcher_class", [Searcher, AsyncSearcher])
-def test_a_host_answering_a_proxys_404_is_passed_over_for_the_next(opensearch_cranfield, searcher_class):
+def test_a_host_answering_a_proxys_404_is_passed_over_for_the_next(cranfield_backend, searcher_class):
     """The first listed host is a proxy in front of a node being replaced (an HTML 404): the search goes
-    to the healthy second one, on every attempt, sync and async alike."""
-    expected = pages([Searcher("cranfield", opensearch_cranfield).search(QUERIES[0])])
+    to the healthy second one, on every attempt, sync and async alike, on either engine."""
+    expected = pages([Searcher("cranfield", cranfield_backend).search(QUERIES[0])])
     with answering(404, b"<html>Not Found</html>", "text/html") as proxy:
-        connection = Connection(f"{proxy},{opensearch_cranfield.connection.url}")
+        where = {cranfield_backend.engine: Connection(f"{proxy},{cranfield_backend.connection.url}")}
         if searcher_class is Searcher:
-            with Searcher("cranfield", opensearch=connection) as searcher:
+            with Searcher("cranfield", **where) as searcher:
                 got = [searcher.search(QUERIES[0]) for _ in range(3)]
         else:
             async def main() -> list:
-                async with AsyncSearcher("cranfield", opensearch=connection) as searcher:
+                async with AsyncSearcher("cranfield", **where) as searcher:
                     return [await searcher.search(QUERIES[0]) for _ in range(3)]
             got = asyncio.run(main())
-    assert all(pages([hits]) == expected for hits in got)
+    assert all(same(pages([hits]), expected) for hits in got)
 
 
 def test_a_client_of_the_other_kind_is_refused_before_any_request():

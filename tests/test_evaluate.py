@@ -78,17 +78,17 @@ def test_eval_cli_on_cranfield(cranfield_backend, cranfield, tmp_path):
     assert "225 judged queries" in table.output and "*" in table.output
 
 
-def test_tune_writes_settings_the_searcher_uses(local_cranfield, cranfield, tmp_path):
+def test_tune_writes_settings_the_searcher_uses(cranfield_backend, cranfield, tmp_path):
     output = tmp_path / "tuned.json"
     result = CliRunner().invoke(cli, [
         "tune", "--index", "cranfield", "--queries", str(cranfield / "queries.jsonl"),
-        "--qrels", str(cranfield / "qrels" / "test.tsv"), "--data-dir", str(local_cranfield.data_dir),
+        "--qrels", str(cranfield / "qrels" / "test.tsv"), *backend_args(cranfield_backend),
         "--output", str(output)], catch_exceptions=False)
     assert result.exit_code == 0, result.output
     assert "held-out 113 queries" in result.output and "paired t-test p = " in result.output
     assert "best of 252 settings on 112 tuning queries" in result.output
     settings = SearchSettings.load(output)
-    searcher = Searcher("cranfield", local_cranfield, settings=settings)
+    searcher = Searcher("cranfield", cranfield_backend, settings=settings)
     assert searcher.settings == settings
     hits = searcher.search("boundary layer", k=3)
     fused = Fusion(settings.fusion, settings.combination, settings.weights, settings.rank_constant)(

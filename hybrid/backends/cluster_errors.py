@@ -115,12 +115,14 @@ def answered(message: str, status: Any) -> HybridError:
 
 
 def worth_retrying(errors: ClientErrors, error: Exception, attempt: int, attempts: int) -> bool:
-    """Whether a failed request may be sent again: attempts are left, and no answer came (or not the product's),
-    or the cluster answered 429 or 502-504."""
+    """Whether a failed request may be sent again: attempts are left, and no answer came (or a page of a proxy
+    in front of a node that is away: a 404 or 5xx), or the cluster answered 429 or 502-504. Another product's
+    answer, or a body that cannot be read or written, would be the same again."""
     if isinstance(error, errors.unreadable):
         return False
-    return attempt < attempts and (isinstance(error, errors.no_answer + errors.not_the_product)
-                                   or _status(error) in RETRY_STATUSES)
+    status = _status(error)
+    proxied = isinstance(error, errors.not_the_product) and (status or 0) >= 404  # a page for a node away
+    return attempt < attempts and (proxied or isinstance(error, errors.no_answer) or status in RETRY_STATUSES)
 
 
 def announce_retry(problem: str, attempt: int, attempts: int, said: list[str] | None = None) -> float:
