@@ -12,8 +12,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from hybrid.backends.base import IndexMeta, StoredDocument
 from hybrid.documents import Document
-from hybrid.embed import Encoder, Precision
+from hybrid.embed import Embedder, Encoder, Precision
 from hybrid.evaluate import load_qrels, load_queries
 from hybrid.searcher import MODES, Searcher
 from hybrid.sources import read_documents
@@ -110,6 +111,15 @@ def test_collection(folder: Path) -> tuple[list[Document], dict[str, str], dict,
     qrels = load_qrels(folder / "qrels" / "test.tsv")
     return (read_documents(folder / "corpus.jsonl"), queries, qrels,
             {query: text for query, text in queries.items() if query in qrels})
+
+
+def embedded_documents(embedder: Embedder, docs: list[Document]) -> tuple[IndexMeta, list[StoredDocument]]:
+    """``docs`` with the model's vectors (kept on disk between runs), as a writer takes them, and the index
+    metadata they are written under."""
+    vectors = CachedEncoder(embedder, Path.home() / ".cache" / "hybrid" / f"texts-{Path(embedder.name).name}-fp32.npy"
+                            ).encode([d.text for d in docs])
+    stored = [StoredDocument(d.id, d.fields, d.hash, v.reshape(1, -1)) for d, v in zip(docs, vectors)]
+    return IndexMeta(embedder.name, embedder.dimension), stored
 
 
 def passages(data: Path, size: int) -> list[Document]:

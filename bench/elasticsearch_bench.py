@@ -32,7 +32,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the cluster's node handling
 
 from cluster import Nodes, wait_for  # noqa: E402
-from common import CachedEncoder, latency, precomputed, test_collection  # noqa: E402
+from common import embedded_documents, latency, precomputed, test_collection  # noqa: E402
 from elasticsearch import helpers  # noqa: E402
 
 from hybrid.backends.base import IndexMeta, LegQuery, StoredDocument  # noqa: E402
@@ -44,7 +44,6 @@ from hybrid.evaluate import evaluate_modes  # noqa: E402
 from hybrid.searcher import Searcher  # noqa: E402
 
 INDEX, PEER = "bench-scifact", "bench-scifact-peer"
-CACHE = Path.home() / ".cache" / "hybrid"
 
 
 def write(backend: OpenSearchBackend | LocalBackend, stored: list[StoredDocument], meta: IndexMeta) -> float:
@@ -132,10 +131,7 @@ def main() -> None:
     docs, queries, qrels, judged = test_collection(args.data / "scifact")
 
     embedder = Embedder()
-    vectors = CachedEncoder(embedder, CACHE / f"texts-{Path(embedder.name).name}-fp32.npy").encode(
-        [d.text for d in docs])
-    meta = IndexMeta(embedder.name, embedder.dimension)
-    stored = [StoredDocument(d.id, d.fields, d.hash, v.reshape(1, -1)) for d, v in zip(docs, vectors)]
+    meta, stored = embedded_documents(embedder, docs)
     elastic = ElasticsearchBackend(Connection.from_env(args.url, "ELASTICSEARCH"))
     opensearch = OpenSearchBackend(Connection.from_env(args.opensearch))
     report: dict = {"documents": len(docs), "queries": len(judged), "elasticsearch": elastic.location}

@@ -16,13 +16,15 @@
 # the plugins it needs (job-scheduler, ml-commons: 360 MB more to fetch once) for OpenSearch's own
 # hybrid query and search pipelines; its nodes keep their data apart from the plain ones'.
 #
-# Environment: OPENSEARCH_VERSION (2.19.1), OPENSEARCH_PORT (9200), OPENSEARCH_NODES (1),
+# Environment: OPENSEARCH_VERSION (3.6.0; 2.13.0 or later), OPENSEARCH_PORT (9200), OPENSEARCH_NODES (1),
 # OPENSEARCH_HEAP (512m per node), HYBRID_CACHE (~/.cache/hybrid), OPENSEARCH_RUN_USER (hybrid-os,
-# created when running as root).
+# created when running as root), OPENSEARCH_JAVA_HOME (2.x runs on JAVA_HOME or the java on PATH, as Java
+# 17 is enough; 3.x needs 21 or newer: JAVA_HOME where it is one, else the newest under OPENSEARCH_JVM_ROOT,
+# /usr/lib/jvm).
 set -euo pipefail
 PATH=$PATH:/usr/sbin:/sbin  # useradd and runuser, which a minimal PATH (/usr/bin:/bin) leaves out
 
-version=${OPENSEARCH_VERSION:-2.19.1}
+version=${OPENSEARCH_VERSION:-3.6.0}
 port=${OPENSEARCH_PORT:-9200}
 nodes=${OPENSEARCH_NODES:-1}
 heap=${OPENSEARCH_HEAP:-512m}
@@ -34,16 +36,38 @@ java_opts_var=OPENSEARCH_JAVA_OPTS
 launcher=bin/opensearch
 manager_setting=cluster.initial_cluster_manager_nodes
 extra_settings=""
-# The integration-test distribution bundles no JDK: use JAVA_HOME, else the java on PATH.
-export OPENSEARCH_JAVA_HOME=${OPENSEARCH_JAVA_HOME:-${JAVA_HOME:-$(dirname "$(dirname "$(readlink -f "$(command -v java)")")")}}
 # shellcheck source=docker/node-lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/node-lib.sh"
 
+java_major() {  # $1 = a Java home: its feature version (17, 21, 25), or 0 where it is no Java home
+  sed -n 's/^JAVA_VERSION="\([0-9]*\).*/\1/p' "$1/release" 2>/dev/null | grep . || echo 0
+}
+
+choose_java() {  # the integration-test distribution bundles no JDK: pick the one this version runs on
+  if [ -n "${OPENSEARCH_JAVA_HOME:-}" ]; then return; fi
+  local default=${JAVA_HOME:-$(dirname "$(dirname "$(readlink -f "$(command -v java)")")")}
+  if [ "${version%%.*}" -lt 3 ]; then export OPENSEARCH_JAVA_HOME=$default; return; fi
+  # OpenSearch 3 needs Java 21 or newer: JAVA_HOME where it is one, else the newest one installed.
+  local home best="" best_major=0 major
+  for home in "$default" "${OPENSEARCH_JVM_ROOT:-/usr/lib/jvm}"/*; do
+    major=$(java_major "$home")
+    if [ "$major" -gt "$best_major" ]; then best=$home; best_major=$major; fi
+    if [ "$home" = "$default" ] && [ "$major" -ge 21 ]; then break; fi
+  done
+  if [ "$best_major" -lt 21 ]; then
+    echo "OpenSearch $version needs Java 21 or newer, and none is installed (set OPENSEARCH_JAVA_HOME to one, or" \
+      "OPENSEARCH_VERSION=2.19.1 for Java 17)" >&2
+    exit 1
+  fi
+  export OPENSEARCH_JAVA_HOME=$best
+}
+
 module() {  # $1 = name, $2 = plugin class, $3 = extended plugins, $4 = description
-  # The integration-test distribution ships only transport-netty4; the other modules a node needs
+  # The 2.x integration-test distribution ships only transport-netty4; the other modules a node needs
   # (painless, which k-NN extends; analysis-common, which has the `english` analyzer) are published
   # to Maven as plain jars, so assemble each module folder from its jar and runtime dependencies.
   local dir=$home/modules/$1
+  if [ -f "$dir/plugin-descriptor.properties" ]; then return; fi  # 3.x distributions ship their modules
   mkdir -p "$dir"
   mvn -B -q -Dstyle.color=never dependency:copy -Dartifact="org.opensearch.plugin:$1:$version" -DoutputDirectory="$dir" >&2
   mvn -B -q -Dstyle.color=never dependency:copy -Dartifact="org.opensearch.plugin:$1:$version:pom" -DoutputDirectory="$cache" >&2
@@ -93,4 +117,5 @@ parse_option() {  # $1 = an option of this engine's own
 }
 
 case "$neural" in 1|true|yes) with_neural ;; *) neural="" ;; esac
+choose_java
 node_main "$@"

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Build a new environment (from uv's wheel cache), check that every import is a declared dependency,
-# start a real OpenSearch node, a three-node cluster and a node with neural-search (no Docker needed),
-# run the whole test suite against the local backend and them, smoke-test the other supported Pythons,
-# and stop the nodes whatever the outcome. Arguments are passed to pytest.
+# start real OpenSearch (2.19 and 3.x) and Elasticsearch (9.x and 8.x) nodes (no Docker needed), run the
+# whole test suite against the local backend and them, smoke-test the other supported Pythons, run the
+# OpenSearch backend's tests on the oldest OpenSearch supported, and stop the nodes whatever the outcome.
+# Arguments are passed to pytest (and then the version-floor run is left out).
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 missing=()
 command -v java >/dev/null || missing+=(openjdk-17-jre-headless)
@@ -23,18 +24,23 @@ find_python() {
   done
 }
 
-# One node for most tests; a three-node cluster for layout, shard and node-failure tests; a node with
-# neural-search for OpenSearch's own hybrid query; Elasticsearch 9.x and 8.x nodes. What the nodes print goes
-# to a log file, not the test log.
+# OpenSearch 2.19 and 3.x (each a plain node and a node with neural-search, for OpenSearch's own hybrid
+# query), a three-node 3.x cluster for layout, shard and node-failure tests, Elasticsearch 9.x and 8.x; after
+# the suite, the oldest OpenSearch we promise (2.13) for the OpenSearch backend's tests. What the nodes print
+# goes to a log file, not the test log.
 opensearch=$ROOT/docker/opensearch-node.sh
 elasticsearch=$ROOT/docker/elasticsearch-node.sh
 node_log=$ROOT/.test-logs/nodes.log
 mkdir -p "$(dirname "$node_log")"
 : >"$node_log"
-cluster_port=${HYBRID_TEST_CLUSTER_PORT:-9210}
-neural_port=${HYBRID_TEST_NEURAL_PORT:-9220}
-es9=(env ELASTICSEARCH_VERSION=9.2.0 ELASTICSEARCH_PORT="${HYBRID_TEST_ES9_PORT:-9250}" "$elasticsearch")
-es8=(env ELASTICSEARCH_VERSION=8.19.0 ELASTICSEARCH_PORT="${HYBRID_TEST_ES8_PORT:-9260}" "$elasticsearch")
+os2=(env OPENSEARCH_VERSION=2.19.1 OPENSEARCH_PORT=9200 "$opensearch")
+os3=(env OPENSEARCH_VERSION=3.6.0 OPENSEARCH_PORT=9230 "$opensearch")
+neural2=(env OPENSEARCH_VERSION=2.19.1 OPENSEARCH_PORT=9220 "$opensearch")
+neural3=(env OPENSEARCH_VERSION=3.6.0 OPENSEARCH_PORT=9240 "$opensearch")
+cluster3=(env OPENSEARCH_VERSION=3.6.0 OPENSEARCH_PORT=9210 "$opensearch")
+floor=(env OPENSEARCH_VERSION=2.13.0 OPENSEARCH_PORT=9290 "$opensearch")
+es9=(env ELASTICSEARCH_VERSION=9.2.0 ELASTICSEARCH_PORT=9250 "$elasticsearch")
+es8=(env ELASTICSEARCH_VERSION=8.19.0 ELASTICSEARCH_PORT=9260 "$elasticsearch")
 nodes() {  # nodes SCRIPT ARGS...: run a node script, its output to the log; on failure say where to look
   if ! "$@" >>"$node_log" 2>&1; then
     echo "$* failed; its output (last lines below) is in $node_log" >&2
@@ -43,23 +49,28 @@ nodes() {  # nodes SCRIPT ARGS...: run a node script, its output to the log; on 
   fi
 }
 stop_nodes() {
-  nodes "$opensearch" stop || true
-  OPENSEARCH_PORT=$cluster_port nodes "$opensearch" stop --nodes 3 || true
-  OPENSEARCH_PORT=$neural_port nodes "$opensearch" stop --neural || true
-  nodes "${es9[@]}" stop || true
-  nodes "${es8[@]}" stop || true
+  local node
+  for node in os2 os3 es9 es8 floor; do
+    local -n script=$node
+    nodes "${script[@]}" stop || true
+  done
+  nodes "${neural2[@]}" stop --neural || true
+  nodes "${neural3[@]}" stop --neural || true
+  nodes "${cluster3[@]}" stop --nodes 3 || true
 }
 trap stop_nodes EXIT
 echo "starting OpenSearch and Elasticsearch nodes (output in $node_log)"
-nodes "$opensearch" start
-OPENSEARCH_PORT=$cluster_port nodes "$opensearch" start --nodes 3
-OPENSEARCH_PORT=$neural_port nodes "$opensearch" start --neural
+nodes "${os2[@]}" start
+nodes "${os3[@]}" start
+nodes "${cluster3[@]}" start --nodes 3
+nodes "${neural2[@]}" start --neural
+nodes "${neural3[@]}" start --neural
 nodes "${es9[@]}" start
 nodes "${es8[@]}" start
-export HYBRID_TEST_NEURAL=http://127.0.0.1:$neural_port
-export HYBRID_TEST_OPENSEARCH=http://127.0.0.1:${OPENSEARCH_PORT:-9200}
-export HYBRID_TEST_CLUSTER=http://127.0.0.1:$cluster_port,http://127.0.0.1:$((cluster_port + 1)),http://127.0.0.1:$((cluster_port + 2))
-export HYBRID_TEST_ELASTICSEARCH=http://127.0.0.1:${HYBRID_TEST_ES9_PORT:-9250},http://127.0.0.1:${HYBRID_TEST_ES8_PORT:-9260}
+export HYBRID_TEST_OPENSEARCH=http://127.0.0.1:9200,http://127.0.0.1:9230
+export HYBRID_TEST_NEURAL=http://127.0.0.1:9220,http://127.0.0.1:9240
+export HYBRID_TEST_CLUSTER=http://127.0.0.1:9210,http://127.0.0.1:9211,http://127.0.0.1:9212
+export HYBRID_TEST_ELASTICSEARCH=http://127.0.0.1:9250,http://127.0.0.1:9260
 "$VENV/bin/python" -m pytest "$@"
 
 # The suite ran on python3; the other supported Pythons get a quick install-and-use check. CI must have
@@ -71,5 +82,15 @@ for version in ${HYBRID_SMOKE_PYTHONS:-3.12 3.13}; do
     echo "smoke test skipped on Python $version: no python$version here (PATH, ${PYENV_ROOT:-$HOME/.pyenv}/versions)"
     continue
   fi
-  bash "$ROOT/scripts/smoke.sh" "$python" "$HYBRID_TEST_OPENSEARCH"
+  bash "$ROOT/scripts/smoke.sh" "$python" http://127.0.0.1:9230
 done
+
+# The version floor: the OpenSearch backend's tests (its own file, and the search, chunking and lifecycle
+# tests on OpenSearch), alone, on the oldest OpenSearch the README promises.
+if [ $# -gt 0 ]; then exit 0; fi
+stop_nodes
+echo "starting OpenSearch 2.13.0, the oldest version supported"
+nodes "${floor[@]}" start
+env -u HYBRID_TEST_NEURAL -u HYBRID_TEST_CLUSTER -u HYBRID_TEST_ELASTICSEARCH HYBRID_TEST_OPENSEARCH=http://127.0.0.1:9290 \
+  "$VENV/bin/python" -m pytest tests/test_opensearch.py tests/test_search.py tests/test_chunking.py tests/test_lifecycle.py \
+  -k "opensearch and not elasticsearch"

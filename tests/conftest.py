@@ -12,7 +12,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 # ONNX exports of models given by name go to a folder of this run: every run exercises the export.
 os.environ["HYBRID_ENCODER_DIR"] = tempfile.mkdtemp(prefix="hybrid-encoders-")
 
-from cluster import CLUSTERS  # noqa: E402
+from cluster import CLUSTERS, OPENSEARCH_CLUSTERS, OPENSEARCH_URLS, listed_urls  # noqa: E402
 
 from hybrid.backends.local import LocalBackend  # noqa: E402
 from hybrid.backends.opensearch import Connection, OpenSearchBackend  # noqa: E402
@@ -86,55 +86,68 @@ def failing_embedder(embedder) -> FailingEmbedder:
     return failing
 
 
-def opensearch_url() -> str:
-    """The test cluster (started by .ci/run with docker/opensearch-node.sh), or skip when none is set."""
-    url = os.environ.get("HYBRID_TEST_OPENSEARCH")
+SKIPPED = {
+    "opensearch": "HYBRID_TEST_OPENSEARCH is not set: start a node with docker/opensearch-node.sh start and set "
+                  "HYBRID_TEST_OPENSEARCH=http://127.0.0.1:9200 (.ci/run starts 2.19 and 3.x)",
+    "elasticsearch": "HYBRID_TEST_ELASTICSEARCH is not set: start a node with docker/elasticsearch-node.sh start and "
+                     "set HYBRID_TEST_ELASTICSEARCH=http://127.0.0.1:9250 (.ci/run starts 9.x and 8.x)",
+}
+_clusters: dict[str, OpenSearchBackend] = {}
+
+
+def cluster_backend(kind: str) -> OpenSearchBackend:
+    """The cluster of one of ``CLUSTERS`` (``ENGINE@URL``: a backend made once per URL), or skip when none is set."""
+    engine, _, url = kind.partition("@")
     if not url:
-        pytest.skip("HYBRID_TEST_OPENSEARCH is not set: start a node with docker/opensearch-node.sh start "
-                    "and set HYBRID_TEST_OPENSEARCH=http://127.0.0.1:9200 (.ci/run does both)")
-    return url
+        pytest.skip(SKIPPED[engine])
+    if kind not in _clusters:
+        if engine == "elasticsearch":
+            from hybrid.backends.elasticsearch import ElasticsearchBackend
+
+            backend: OpenSearchBackend = ElasticsearchBackend(Connection(url))
+        else:
+            backend = OpenSearchBackend(Connection(url))
+        backend.client.cluster.health(wait_for_status="yellow")
+        _clusters[kind] = backend
+    return _clusters[kind]
 
 
-@pytest.fixture(scope="session")
-def opensearch() -> OpenSearchBackend:
-    """A real OpenSearch node; the tests' indexes are deleted before use."""
-    backend = OpenSearchBackend(Connection(opensearch_url()))
-    backend.client.cluster.health(wait_for_status="yellow")
+@pytest.fixture(scope="session", params=OPENSEARCH_CLUSTERS)
+def opensearch(request) -> OpenSearchBackend:
+    """Each real OpenSearch node in turn (2.19 and 3.x in .ci/run); the tests' indexes are deleted before use."""
+    return cluster_backend(request.param)
+
+
+_cranfield: dict[str, OpenSearchBackend] = {}
+
+
+def holding_cranfield(backend: OpenSearchBackend, local_cranfield: LocalBackend, embedder: Embedder,
+                      cranfield: Path) -> OpenSearchBackend:
+    """``backend`` with Cranfield as index "cranfield", written once per cluster: ingested on the first
+    OpenSearch, copied from the embedded index (same documents and vectors) on the others (ingest on each is
+    tested on its own)."""
+    if backend.location not in _cranfield:
+        if backend.exists("cranfield"):
+            backend.delete("cranfield")
+        if backend.engine == "opensearch" and backend.connection.url == OPENSEARCH_URLS[0]:
+            ingest(cranfield / "corpus.jsonl", "cranfield", backend, embedder, progress=False)
+        else:
+            from cluster import copy_index
+
+            copy_index(local_cranfield, "cranfield", backend, "cranfield")
+        _cranfield[backend.location] = backend
     return backend
 
 
 @pytest.fixture(scope="session")
-def opensearch_cranfield(opensearch, embedder, cranfield) -> OpenSearchBackend:
-    if opensearch.exists("cranfield"):
-        opensearch.delete("cranfield")
-    ingest(cranfield / "corpus.jsonl", "cranfield", opensearch, embedder, progress=False)
-    return opensearch
-
-
-_elasticsearch: dict[str, object] = {}
-
-
-def cluster_backend(request: pytest.FixtureRequest, kind: str):
-    """The cluster of one of ``CLUSTERS`` (an Elasticsearch backend made once per URL), or skip when none is set."""
-    if kind == "opensearch":
-        return request.getfixturevalue("opensearch")
-    if kind == "elasticsearch":
-        pytest.skip("HYBRID_TEST_ELASTICSEARCH is not set: start a node with docker/elasticsearch-node.sh start and "
-                    "set HYBRID_TEST_ELASTICSEARCH=http://127.0.0.1:9250 (.ci/run starts 9.x and 8.x)")
-    from hybrid.backends.elasticsearch import ElasticsearchBackend
-
-    url = kind.partition("@")[2]
-    if url not in _elasticsearch:
-        backend = ElasticsearchBackend(Connection(url))
-        backend.client.cluster.health(wait_for_status="yellow")
-        _elasticsearch[url] = backend
-    return _elasticsearch[url]
+def opensearch_cranfield(opensearch, local_cranfield, embedder, cranfield) -> OpenSearchBackend:
+    return holding_cranfield(opensearch, local_cranfield, embedder, cranfield)
 
 
 @pytest.fixture(scope="session", params=CLUSTERS)
 def cluster(request):
-    """Each cluster in turn (OpenSearch, Elasticsearch 9.x and 8.x)."""
-    return cluster_backend(request, request.param)
+    """Each cluster in turn (OpenSearch 2.19 and 3.x, Elasticsearch 9.x and 8.x)."""
+    return cluster_backend(request.param)
 
 
 @pytest.fixture(params=["local", *CLUSTERS])
@@ -142,22 +155,15 @@ def any_backend(request, tmp_path):
     """Each backend in turn: a fresh embedded folder, then each cluster."""
     if request.param == "local":
         return LocalBackend(tmp_path / "indexes")
-    return cluster_backend(request, request.param)
+    return cluster_backend(request.param)
 
 
 @pytest.fixture(scope="session", params=["local", *CLUSTERS])
-def cranfield_backend(request, local_cranfield):
-    """Every backend holding Cranfield as index "cranfield"; behaviour tests run once per backend. Elasticsearch
-    gets the embedded index's documents and vectors (ingest into it is tested on its own)."""
-    if request.param in ("local", "opensearch"):
-        return request.getfixturevalue(f"{request.param}_cranfield")
-    from cluster import copy_index
-
-    backend = cluster_backend(request, request.param)
-    if backend.exists("cranfield"):
-        backend.delete("cranfield")
-    copy_index(local_cranfield, "cranfield", backend, "cranfield")
-    return backend
+def cranfield_backend(request, local_cranfield, embedder, cranfield):
+    """Every backend holding Cranfield as index "cranfield"; behaviour tests run once per backend."""
+    if request.param == "local":
+        return local_cranfield
+    return holding_cranfield(cluster_backend(request.param), local_cranfield, embedder, cranfield)
 
 
 @pytest.fixture(scope="session")
@@ -178,14 +184,14 @@ def other_space_model(tmp_path_factory) -> str:
     return str(path)
 
 
-@pytest.fixture(scope="session")
-def neural() -> OpenSearchBackend:
-    """A node with neural-search (OpenSearch's own hybrid query), or skip when none is set."""
-    url = os.environ.get("HYBRID_TEST_NEURAL")
-    if not url:
+@pytest.fixture(scope="session", params=listed_urls("HYBRID_TEST_NEURAL") or [None])
+def neural(request) -> OpenSearchBackend:
+    """Each node with neural-search (OpenSearch's own hybrid query: 2.19 and 3.x in .ci/run), or skip when none
+    is set."""
+    if request.param is None:
         pytest.skip("HYBRID_TEST_NEURAL is not set: start a node with OPENSEARCH_PORT=9220 docker/opensearch-node.sh "
                     "start --neural and set HYBRID_TEST_NEURAL=http://127.0.0.1:9220 (.ci/run does both)")
-    return OpenSearchBackend(Connection(url))
+    return OpenSearchBackend(Connection(request.param))
 
 
 @pytest.fixture(scope="session")
@@ -199,16 +205,17 @@ def neural_cranfield(neural, local_cranfield) -> str:
     return "cranfield"
 
 
-@pytest.fixture(scope="session")
-def nodes():
-    """The three-node test cluster, whose nodes tests may kill and start again, or skip when none is set."""
+@pytest.fixture(scope="session", params=[urls for urls in os.environ.get("HYBRID_TEST_CLUSTER", "").split(" ") if urls]
+                or [None])
+def nodes(request):
+    """Each three-node test cluster (HYBRID_TEST_CLUSTER: each cluster's URLs, comma-separated; clusters apart
+    by a space), whose nodes tests may kill and start again, or skip when none is set."""
     from cluster import Nodes
 
-    urls = os.environ.get("HYBRID_TEST_CLUSTER")
-    if not urls:
+    if request.param is None:
         pytest.skip("HYBRID_TEST_CLUSTER is not set: start a cluster with OPENSEARCH_PORT=9210 "
                     "docker/opensearch-node.sh start --nodes 3 and set HYBRID_TEST_CLUSTER="
                     "http://127.0.0.1:9210,http://127.0.0.1:9211,http://127.0.0.1:9212 (.ci/run does both)")
-    found = Nodes(urls)
+    found = Nodes(request.param)
     found.wait_green()
     return found

@@ -15,7 +15,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-from cluster import copy_index
+from cluster import OPENSEARCH_CLUSTERS, copy_index, same
+
+from hybrid.backends.local import LocalBackend
 
 ROOT = Path(__file__).resolve().parents[1]
 QUERIES = ["boundary layer separation in supersonic flow", "heat transfer at hypersonic speeds"]
@@ -60,10 +62,10 @@ def cli_hits(env: dict[str, str], query: str, *options: str) -> list[dict]:
     return json.loads(done.stdout)
 
 
-@pytest.mark.parametrize("where", ["local", "opensearch"])
-def test_the_service_answers_as_the_cli_and_maps_errors(where, request, tmp_path):
-    backend = request.getfixturevalue(f"{where}_cranfield")
-    env = ({"HYBRID_INDEX": "cranfield", "HYBRID_DATA_DIR": str(backend.data_dir)} if where == "local"
+@pytest.mark.parametrize("cranfield_backend", ["local", *OPENSEARCH_CLUSTERS], indirect=True)
+def test_the_service_answers_as_the_cli_and_maps_errors(cranfield_backend, tmp_path):
+    backend = cranfield_backend
+    env = ({"HYBRID_INDEX": "cranfield", "HYBRID_DATA_DIR": str(backend.data_dir)} if isinstance(backend, LocalBackend)
            else {"HYBRID_INDEX": "cranfield", "OPENSEARCH_URL": backend.connection.url})
     with service(env, tmp_path / "app.log") as app:
         for query in QUERIES:
@@ -105,4 +107,4 @@ def test_a_stopped_node_gives_503_and_the_service_stays_up(nodes, local_cranfiel
         finally:
             nodes.restart(node)
         after = app.get("/search", params={"q": QUERIES[0]})
-        assert after.status_code == 200 and after.json()["hits"] == before.json()["hits"]
+        assert after.status_code == 200 and same(after.json()["hits"], before.json()["hits"])

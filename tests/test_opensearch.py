@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from cluster import cli_args
+from cluster import Nodes, cli_args
 
 from hybrid.backends.base import IndexMeta, StoredDocument, WriteFailure
 from hybrid.backends.elasticsearch import ElasticsearchBackend
@@ -21,7 +21,6 @@ from hybrid.errors import HybridError, IndexNotFoundError
 from hybrid.searcher import Searcher
 
 ROOT = Path(__file__).resolve().parents[1]
-NODE_SCRIPT = ROOT / "docker" / "opensearch-node.sh"
 
 
 def fresh(backend: OpenSearchBackend, index: str) -> str:
@@ -157,13 +156,10 @@ def hybrid(*args: str) -> subprocess.CompletedProcess[str]:
                           env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=900)
 
 
-def node(command: str) -> None:
-    subprocess.run(["bash", str(NODE_SCRIPT), command], check=True, capture_output=True, timeout=300)
-
-
 def test_node_lost_midway_then_rerun_completes_without_duplicates(opensearch, cranfield):
     """Stop the node while ingest runs: the command fails clearly; restart and re-run: nothing lost."""
     index = fresh(opensearch, "outage")
+    node = Nodes(opensearch.connection.url)
     source = cranfield / "corpus.jsonl"
     total = sum(1 for line in source.open() if line.strip())
     args = ("ingest", str(source), "--index", index, "--opensearch", opensearch.connection.url, "--quiet")
@@ -175,10 +171,10 @@ def test_node_lost_midway_then_rerun_completes_without_duplicates(opensearch, cr
             if opensearch.exists(index) and opensearch.count(index) > 0:
                 break
             time.sleep(0.5)
-        node("stop")
+        node.stop(1)
         _, stderr = run.communicate(timeout=300)
     finally:
-        node("start")
+        node.start(1)
     assert run.returncode == 1
     assert f"cannot reach OpenSearch at {opensearch.connection.url}" in stderr
     opensearch.client.cluster.health(index=index, wait_for_status="yellow")

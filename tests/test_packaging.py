@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from cluster import OPENSEARCH_CLUSTERS
 
 from hybrid.cli import cli
 from hybrid.errors import DISTRIBUTION, install_hint
@@ -49,6 +50,7 @@ def test_the_checker_catches_an_undeclared_import(tmp_path):
     assert "DEP001 'surely_not_a_package_here' imported but missing from the dependency definitions" in output
 
 
+@pytest.mark.parametrize("opensearch", OPENSEARCH_CLUSTERS[:1], indirect=True)  # the install is what is tested
 def test_the_wheel_builds_quietly_and_its_query_only_install_searches_both_backends(
         tmp_path, opensearch, local_cranfield, embedder):
     """The base install is the query-only one: no torch, transformers or sentence-transformers. From the

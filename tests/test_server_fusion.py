@@ -113,23 +113,36 @@ def same_but_ties(one: list[tuple[str, float]], other: list[tuple[str, float]], 
     return all({i for i, _ in one[start:end]} == {i for i, _ in other[start:end]} for start, end in runs)
 
 
-@pytest.mark.parametrize(("settings", "score_tolerance"), [(SearchSettings(), TIED),
-                                                           (SearchSettings(fusion="min_max"), MIN_SCORE / 2)],
-                         ids=["rrf", "min_max"])
-def test_the_server_fuses_as_hybrid_does(neural, neural_cranfield, cranfield, embedder, settings, score_tolerance):
+@pytest.mark.parametrize(("settings", "score_tolerance", "needs"), [
+    (SearchSettings(), TIED, None),
+    (SearchSettings(fusion="min_max"), MIN_SCORE / 2, None),
+    (SearchSettings(fusion="z_score"), MIN_SCORE / 2, ("z_score", "z_score on the server needs neural-search 3.0")),
+    (SearchSettings(weights={"bm25": 2.0, "vector": 1.0}), TIED,
+     ("rrf weights", "weighted RRF on the server needs neural-search 3.1")),
+], ids=["rrf", "min_max", "z_score", "rrf_weighted"])
+def test_the_server_fuses_as_hybrid_does(neural, neural_cranfield, cranfield, embedder, settings, score_tolerance,
+                                         needs, caplog):
     """The same candidates fused by OpenSearch through hybrid's pipeline and by hybrid itself: the same
     scores in the same places, ties aside (OpenSearch orders them by its internal document number, hybrid
-    by id). min_max counts a leg's miss as 0 in the arithmetic mean on both sides; OpenSearch lifts only
-    a leg's exact minimum to MIN_SCORE where hybrid lifts all below it (see fusion.py), which moves a
-    score by up to MIN_SCORE times the leg's share of the weights."""
+    by id). min_max and z_score count a leg's miss as 0 in the arithmetic mean on both sides; OpenSearch
+    lifts only a leg's exact minimum (min_max) or what is at or below the mean (z_score) to MIN_SCORE
+    where hybrid lifts all below MIN_SCORE (see fusion.py), which moves a score by up to MIN_SCORE times
+    the leg's share of the weights. Weighted RRF's scores are OpenSearch's weights, which add up to 1: the
+    client-side score over the weights' sum. Where the node's neural-search cannot fuse so, the searcher
+    says that once and fuses client-side (``needs``: the neural-search feature, and what is said without it)."""
+    if needs and not neural_search(neural).supports(needs[0]):
+        assert needs[1] in fused_on_server_falls_back(neural, neural_cranfield, settings, embedder, caplog)
+        return
     create_pipeline(neural, "hybrid-parity", settings)
     searcher = Searcher(neural_cranfield, neural, embedder=embedder, settings=settings)
+    weights = settings.weights.values()
+    scale = sum(weights) if settings.fusion == "rrf" and len(set(weights)) > 1 else 1.0  # see pipeline_body
     queries = list(load_queries(cranfield / "queries.jsonl").values())[:50]
     same = 0
     for query, vector in zip(queries, embedder.encode(queries)):
         body = hybrid_query(query, vector.tolist(), 10, settings, windows=False)
         served = neural.client.search(index=neural_cranfield, body=body, params={"search_pipeline": "hybrid-parity"})
-        server = [(hit["_id"], hit["_score"]) for hit in served["hits"]["hits"]]
+        server = [(hit["_id"], hit["_score"] * scale) for hit in served["hits"]["hits"]]
         client = [(hit.id, hit.score) for hit in searcher.search(query, k=10)]
         same += same_but_ties(server, client, score_tolerance)
     delete_pipeline(neural, "hybrid-parity")
@@ -168,11 +181,6 @@ def test_elasticsearch_fuses_here_saying_what_it_has_once(cranfield_backend, emb
 def test_a_node_without_neural_search_fuses_here_saying_so_once(opensearch_cranfield, embedder, caplog):
     said = fused_on_server_falls_back(opensearch_cranfield, "cranfield", SearchSettings(), embedder, caplog)
     assert "no neural-search plugin" in said
-
-
-def test_what_the_server_cannot_express_fuses_here_saying_so_once(neural, neural_cranfield, embedder, caplog):
-    said = fused_on_server_falls_back(neural, neural_cranfield, SearchSettings(fusion="z_score"), embedder, caplog)
-    assert "z_score on the server needs neural-search 3.0" in said
 
 
 def test_an_index_of_several_shards_fuses_here_saying_so_once(neural, local_cranfield, embedder, caplog):

@@ -17,6 +17,7 @@ from ..errors import BadRequestError
 from .base import LegHit, LegQuery, Snapshot, check_index_name
 from .cluster_errors import announce_retry, short_reason, translated_errors, worth_retrying
 from .opensearch import (
+    LEG_RESPONSE,
     MAX_RESULT_WINDOW,
     NODE_NAMES,
     OPENSEARCH_ERRORS,
@@ -107,7 +108,7 @@ class AsyncOpenSearchBackend:
         legs, lines = leg_requests(target, query, self.vector_search)
 
         async def msearch() -> list[dict[str, Any]]:
-            return failed_legs_raised(await self.client.msearch(body=lines))
+            return failed_legs_raised(await self.client.msearch(body=lines, filter_path=LEG_RESPONSE))
 
         return legs_from(target, legs, await self._read(target, msearch), self.location, self.errors.product)
 

@@ -76,6 +76,9 @@ IDS_ONLY: dict[str, Any] = {"_source": False, "stored_fields": "_none_", "docval
 each hit's stored block, vectors and all, which took 5-6 ms of a leg's 7-8 on SciFact."""
 UNANALYSABLE = re.compile("[\ud800-\udbff]\\Z")
 """A value that Lucene's standard tokenizer makes no words of (see ``analysable``)."""
+LEG_RESPONSE = "responses.hits.hits._score,responses.hits.hits.fields,responses.error,responses.status"
+"""What the client reads of the legs' ``_msearch`` response (its ``filter_path``): each hit's score and id,
+and a leg's failure; not each hit's index name, nor each leg's timing, shard counts and totals."""
 LEG_ONLY: dict[str, Any] = {**IDS_ONLY, "track_total_hits": False}
 """A leg asks for no count of its matches: counting them (to 10,000 by default) keeps BM25 from skipping
 blocks of documents that cannot reach the top k."""
@@ -482,7 +485,8 @@ def legs_from(target: str, legs: list[str], responses: list[dict[str, Any]], loc
                 raise IndexNotFoundError(target, location, status=404)
             raise answered(f"{product} {leg} query failed: {error.get('reason', error)}", response.get("status"))
         convert = inner_product if leg == "vector" else float
-        found[leg] = [LegHit(hit_id(h), convert(h["_score"])) for h in response["hits"]["hits"]]
+        hits = response.get("hits", {}).get("hits", [])  # a leg without hits is {} through LEG_RESPONSE
+        found[leg] = [LegHit(hit_id(h), convert(h["_score"])) for h in hits]
     return found
 
 
@@ -786,7 +790,8 @@ class OpenSearchBackend:
     def retrieve(self, target: str, query: LegQuery) -> dict[str, list[LegHit]]:
         """Both legs in one ``_msearch`` round trip, each with the filters applied before ranking."""
         legs, lines = leg_requests(target, query, self.vector_search)
-        responses = self._read(target, lambda: failed_legs_raised(self.client.msearch(body=lines)))
+        responses = self._read(target, lambda: failed_legs_raised(
+            self.client.msearch(body=lines, filter_path=LEG_RESPONSE)))
         return legs_from(target, legs, responses, self.location, self.errors.product)
 
     def _read(self, target: str, call: Callable[[], T]) -> T:
