@@ -7,8 +7,11 @@ Three runs; the test judgments are used for the final figures and nothing else.
 - query-log: the texts of 80 % of the train queries without their judgments (as a query log would
   give them), each paired with its top hybrid hit; the other 20 % of the train judgments judge it.
 
-    python bench/finetune_bench.py [--runs labelled,corpus,query-log] [--epochs 2] [--corpus-steps 30]
-                                   [--chunk 200/100] [--settings tuned.json] [--rescore]
+    python bench/finetune_bench.py [--runs labelled,corpus,query-log] [--max-epochs 4] [--corpus-steps 30]
+                                   [--chunk 200/100|off] [--settings tuned.json] [--rescore]
+
+Without --chunk, each fine-tune chooses as `hybrid finetune` does (windows where most documents are longer
+than the model reads: on SciFact, 128/64).
 
 Prints vector-only and hybrid nDCG@10 / Recall@100 on SciFact test, base vs fine-tuned, and the time
 each fine-tune took (target: under 30 minutes on 2 cores for the labelled run).
@@ -27,8 +30,16 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from hybrid.backends.local import LocalBackend  # noqa: E402
 from hybrid.embed import Embedder  # noqa: E402
 from hybrid.evaluate import evaluate_modes, load_qrels, load_queries  # noqa: E402
-from hybrid.finetune import finetune, labelled_pairs, split_by_query, work_indexes  # noqa: E402
-from hybrid.ingest import chunking_setting  # noqa: E402
+from hybrid.finetune import (  # noqa: E402
+    MAX_EPOCHS,
+    FinetuneConfig,
+    Labels,
+    finetune,
+    labelled_pairs,
+    split_by_query,
+    work_indexes,
+)
+from hybrid.ingest import chosen_chunking  # noqa: E402
 from hybrid.searcher import Searcher  # noqa: E402
 from hybrid.settings import SearchSettings  # noqa: E402
 from hybrid.sources import read_documents  # noqa: E402
@@ -72,12 +83,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data")
     parser.add_argument("--models", type=Path, default=Path.home() / ".cache" / "hybrid" / "bench-models")
-    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--max-epochs", type=int, default=MAX_EPOCHS)
     parser.add_argument("--learning-rate", type=float, default=3e-5)
     parser.add_argument("--corpus-steps", type=int, default=30)
     parser.add_argument("--corpus-learning-rate", type=float, default=2e-5)
     parser.add_argument("--runs", default="labelled,corpus,query-log")
-    parser.add_argument("--chunk", default="off", help="TOKENS/STRIDE: embed long documents as windows")
+    parser.add_argument("--chunk", help="TOKENS/STRIDE or off [default: hybrid finetune's rule]")
     parser.add_argument("--settings", type=Path, help="fusion settings (chosen on train, e.g. by hybrid tune)")
     parser.add_argument("--rescore", action="store_true",
                         help="train nothing: score the runs' kept models and work indexes with --settings")
@@ -93,15 +104,17 @@ def main() -> None:
     random.Random(13).shuffle(held_out)
     log_dev = {q: train[q] for q in held_out[: len(held_out) // 5]}
     runs = {
-        "labelled": {"queries": queries, "qrels": train, "epochs": args.epochs, "learning_rate": args.learning_rate},
-        "corpus": {"queries": queries, "dev_qrels": train, "epochs": 1, "max_steps": args.corpus_steps,
-                   "learning_rate": args.corpus_learning_rate},
-        "query-log": {"queries": queries, "log_queries": {q: queries[q] for q in train}, "dev_qrels": log_dev,
-                      "epochs": args.epochs, "learning_rate": args.learning_rate},
+        "labelled": (Labels(queries=queries, qrels=train),
+                     {"max_epochs": args.max_epochs, "learning_rate": args.learning_rate}),
+        "corpus": (Labels(queries=queries, dev_qrels=train),
+                   {"max_epochs": 1, "max_steps": args.corpus_steps, "learning_rate": args.corpus_learning_rate}),
+        "query-log": (Labels(queries=queries, log_queries={q: queries[q] for q in train}, dev_qrels=log_dev),
+                      {"max_epochs": args.max_epochs, "learning_rate": args.learning_rate}),
     }
     work = args.models / "work"  # the base model's index of the corpus is kept and reused between runs
     settings = SearchSettings.load(args.settings) if args.settings else None
-    before, after = work_indexes(chunking_setting(args.chunk, None))
+    chunking = chosen_chunking(args.chunk, None, documents, Embedder())[0]
+    before, after = work_indexes(chunking)
     if args.rescore:
         results = {name: rescore(args.models / f"scifact-{name}", work, before, after, queries, test, settings)
                    for name in args.runs.split(",")}
@@ -110,13 +123,13 @@ def main() -> None:
         args.out.with_name(f"{args.out.stem}-rescored-{'-'.join(results)}.json").write_text(text)
         return
     for name in args.runs.split(","):
-        options = runs[name]
-        report = finetune(documents, args.models / f"scifact-{name}", work_dir=work, chunking=args.chunk,
-                          settings=settings, **options)
+        labels, options = runs[name]
+        config = FinetuneConfig(work_dir=work, chunking=chunking or "off", settings=settings, **options)
+        report = finetune(documents, args.models / f"scifact-{name}", labels, config)
         results[name] = {
-            "minutes": round(report.seconds / 60, 1), "train_pairs": report.train_pairs,
+            "minutes": round(report.seconds / 60, 1), "train_pairs": report.train_pairs, "epochs": report.epochs,
             "dev": {"before": report.before, "after": report.after, "promote": report.promote},
-            "chunking": args.chunk, "fusion": report.settings["fusion"],
+            "chunking": chunking or "off", "fusion": report.settings["fusion"],
             "test_before": test_figures(work, before, report.base_model, queries, test, settings),
             "test_after": test_figures(work, after, report.model, queries, test, settings),
         }

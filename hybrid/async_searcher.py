@@ -91,6 +91,11 @@ class AsyncSearcher(BaseSearcher):
         snapshot = await self._run(self._current())
         return snapshot.meta  # type: ignore[no-any-return]
 
+    async def settings(self) -> SearchSettings:
+        """The fusion settings searches use now: the ones given, else the index's recorded ones, else the
+        defaults."""
+        return self._settings(await self._run(self._current()))
+
     async def warm_up(self) -> AsyncSearcher:
         """Check the index and load its query encoder now (at the application's start), so the first query
         is as fast as the rest. Raises what a search would: the index is missing, the cluster is down."""

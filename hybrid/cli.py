@@ -24,17 +24,19 @@ from .errors import (
     ClusterUnavailableError,
     CredentialsRefusedError,
     DamagedIndexError,
+    GateError,
     HybridError,
     IndexNotFoundError,
     NotAClusterError,
     require_extra,
 )
+from .finetune import DEV_METRIC, MAX_EPOCHS
 from .fusion import COMBINATIONS, DEFAULT_RANK_CONSTANT, METHODS, Combination, LegRank, Method
 from .hits import Hit
 from .ingest import ingest
 from .onnx_encoder import ENCODER_KINDS, EncoderKind, document_encoder, export_encoder
 from .searcher import FUSION_SITES, MODES, FusionSite, Searcher
-from .settings import DEFAULT_WINDOW, SearchSettings
+from .settings import DEFAULT_WINDOW, SearchSettings, recorded_settings
 
 if TYPE_CHECKING:
     from .backends.opensearch import OpenSearchBackend
@@ -75,6 +77,8 @@ def with_advice(error: Exception) -> str:
         return (f"{error}; start it (docker/opensearch-node.sh start or docker/elasticsearch-node.sh start, or "
                 "docker compose -f docker/docker-compose.yml up -d) or point --opensearch / --elasticsearch at a "
                 "running cluster")
+    if isinstance(error, GateError):
+        return f"{error}; add --force to go ahead anyway"
     if isinstance(error, DamagedIndexError):
         return f"{error}: roll back (hybrid reindex --index NAME --rollback) or ingest again into a new index"
     if isinstance(error, CredentialsRefusedError):
@@ -86,6 +90,22 @@ def with_advice(error: Exception) -> str:
 def comma_list(value: str) -> list[str]:
     """``"title, text"`` -> ``["title", "text"]``: the form of every list-valued option."""
     return [item.strip() for item in value.split(",") if item.strip()]
+
+
+def metric_value(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    """``--metric`` checked as it is parsed, before an index is read or a query run."""
+    try:
+        return ev.check_metric(value)
+    except HybridError as error:
+        raise click.BadParameter(str(error)) from None
+
+
+def metrics_list(ctx: click.Context, param: click.Parameter, value: str) -> list[str]:
+    """``--metrics``: a comma-separated list, each checked as ``--metric`` is."""
+    metrics = [metric_value(ctx, param, metric) for metric in comma_list(value)]
+    if not metrics:
+        raise click.BadParameter("name at least one metric")
+    return metrics
 
 
 def text_fields_list(ctx: click.Context, param: click.Parameter, value: str | None) -> list[str] | None:
@@ -207,7 +227,8 @@ def chunk_option(command: Callable[..., Any]) -> Callable[..., Any]:
     return click.option("--chunk", "chunking", metavar="TOKENS/STRIDE|off", callback=chunk_value,
                         help="Embed documents longer than the model reads as overlapping windows of TOKENS word "
                              f"pieces, STRIDE apart (e.g. {Chunking()}); the vector leg scores a document by its "
-                             "best window. 'off': whole documents [default: the index's; off for a new one].",
+                             "best window. 'off': whole documents [default: the index's; for a new one, "
+                             f"{Chunking()} where most documents are longer than the model reads, else off].",
                         )(command)
 
 
@@ -247,7 +268,8 @@ def ingest_command(backend: Backend, source: str, index: str, id_field: str | No
                     text_fields=text_fields, batch_size=batch_size, progress=not quiet, chunking=chunking)
     console.print(
         f"{index}: read {report.read}, embedded {report.embedded}, unchanged {report.unchanged}; "
-        f"{report.count} documents in the index ({report.seconds:.1f} s)\nqueries: {report.query_encoder}",
+        f"{report.count} documents in the index ({report.seconds:.1f} s)\nqueries: {report.query_encoder}"
+        + (f"\nchunking: {report.chunking}" if report.chunking else ""),
         soft_wrap=True,  # a long path stays on one line, whole, for copying
     )
     for line in report.retried[:5]:  # what the cluster made us do again; every document is counted above
@@ -265,7 +287,20 @@ def ingest_command(backend: Backend, source: str, index: str, id_field: str | No
 
 def settings_option(command: Callable[..., Any]) -> Callable[..., Any]:
     return click.option("--settings", "settings_path", type=click.Path(exists=True, dir_okay=False),
-                        help="Fusion settings JSON written by `hybrid tune`.")(command)
+                        help="Fusion settings JSON written by `hybrid tune` [default: those `hybrid tune --apply` "
+                             "recorded in the index, else the defaults].")(command)
+
+
+def settings_file(path: str | None) -> SearchSettings | None:
+    """The ``--settings`` file's settings; None, where none is given, leaves the choice to the index."""
+    return SearchSettings.load(path) if path else None
+
+
+def settings_origin(searcher: Searcher, path: str | None) -> str:
+    """Which settings a command fused with, said beside its results."""
+    if path:
+        return f"the settings in {path}"
+    return "the index's tuned settings" if searcher.meta.tuned else "the default settings"
 
 
 def query_encoder_option(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -316,7 +351,7 @@ def search_command(backend: Backend, query: str, index: str, k: int, mode: str, 
                    rank_constant: int | None, fusion_on: FusionSite, as_json: bool, settings_path: str | None,
                    query_encoder: EncoderKind | None) -> None:
     """Search an index with BM25, vectors, or both fused (RRF by default)."""
-    searcher = Searcher(index, backend, settings=SearchSettings.load(settings_path) if settings_path else None,
+    searcher = Searcher(index, backend, settings=settings_file(settings_path),
                         query_encoder=query_encoder, fusion_on=fusion_on)
     hits = searcher.search(query, k=k, mode=mode, filters=parse_filters(filters),  # type: ignore[arg-type]
                            offset=offset, window=window, rank_constant=rank_constant, fusion=fusion,
@@ -380,7 +415,8 @@ def results_table(results: dict[str, dict[str, float]]) -> Table:
               help="A BEIR folder: ingest its corpus (if needed) and use its queries and qrels.")
 @click.option("--split", default="test", show_default=True, help="qrels/SPLIT.tsv of the --beir folder.")
 @click.option("--modes", default="bm25,vector,hybrid", show_default=True)
-@click.option("--metrics", default=",".join(ev.DEFAULT_METRICS), show_default=True)
+@click.option("--metrics", "metric_list", default=",".join(ev.DEFAULT_METRICS), show_default=True,
+              callback=metrics_list)
 @click.option("--exclude-self", is_flag=True, help="Drop a hit whose id equals the query id (e.g. ArguAna).")
 @click.option("--save-runs", type=click.Path(file_okay=False), help="Write one TREC run file per mode here.")
 @click.option("--compare", "with_test", is_flag=True, help="Also print ranx's paired t-test between modes.")
@@ -390,8 +426,8 @@ def results_table(results: dict[str, dict[str, float]]) -> Table:
 @query_encoder_option
 @backend_options
 def eval_command(backend: Backend, index: str | None, queries: str | None, qrels: str | None, beir: str | None,
-                 split: str, modes: str, metrics: str, exclude_self: bool, save_runs: str | None, with_test: bool,
-                 plot_path: str | None, as_json: bool, settings_path: str | None,
+                 split: str, modes: str, metric_list: list[str], exclude_self: bool, save_runs: str | None,
+                 with_test: bool, plot_path: str | None, as_json: bool, settings_path: str | None,
                  query_encoder: EncoderKind | None) -> None:
     """Score BM25, vector and hybrid retrieval against relevance judgments."""
     ev.require_eval(*(["matplotlib"] if plot_path else []))
@@ -400,13 +436,12 @@ def eval_command(backend: Backend, index: str | None, queries: str | None, qrels
     if unknown := set(mode_list) - set(MODES):
         raise click.BadParameter(f"unknown modes {sorted(unknown)}; choose from {', '.join(MODES)}",
                                  param_hint="--modes")
-    metric_list = comma_list(metrics)
     judged, all_queries = ev.load_qrels(qrels), ev.load_queries(queries)
-    settings = SearchSettings.load(settings_path) if settings_path else None
-    searcher = Searcher(index, backend, settings=settings, query_encoder=query_encoder)
+    searcher = Searcher(index, backend, settings=settings_file(settings_path), query_encoder=query_encoder)
     results, runs = ev.evaluate_modes(searcher, all_queries, judged, mode_list, metric_list,  # type: ignore[arg-type]
                                       exclude_self=exclude_self, progress=not as_json)
     skipped = sum(1 for q in all_queries if q not in judged)
+    textless = sum(1 for q in judged if q not in all_queries)
     if save_runs:
         Path(save_runs).mkdir(parents=True, exist_ok=True)
         for mode, run in runs.items():
@@ -417,7 +452,9 @@ def eval_command(backend: Backend, index: str | None, queries: str | None, qrels
         click.echo(json.dumps(results, indent=2))
         return
     console.print(results_table(results))
-    console.print(f"{index}: {len(runs[mode_list[0]])} judged queries, {skipped} without judgments skipped; "
+    console.print(f"{index}: {len(runs[mode_list[0]])} judged queries scored, {skipped} without judgments "
+                  f"skipped" + (f", {textless} judged query ids without text in {queries} not scored" if textless
+                                else "") + f"; fused with {settings_origin(searcher, settings_path)}; "
                   "* marks the best value of each metric")
     if with_test:
         click.echo(ev.compare_runs(judged, runs, metric_list))
@@ -432,19 +469,34 @@ def eval_command(backend: Backend, index: str | None, queries: str | None, qrels
               help="Judgments to score the choice on (e.g. the test split) [default: a held-out share of --qrels].")
 @click.option("--beir", type=click.Path(exists=True, file_okay=False))
 @click.option("--split", default="test", show_default=True)
-@click.option("--metric", default="ndcg@10", show_default=True)
+@click.option("--metric", default="ndcg@10", show_default=True, callback=metric_value)
 @click.option("--methods", default=",".join(METHODS), show_default=True, help="Fusion methods to try.")
 @click.option("--dev-share", default=0.5, show_default=True, type=click.FloatRange(0.05, 1.0),
               help="Without --heldout-qrels: the share of --qrels' queries to tune on; the rest scores it.")
 @click.option("--exclude-self", is_flag=True)
 @click.option("--output", type=click.Path(dir_okay=False), default="fusion-settings.json", show_default=True,
               help="Where to write the best settings (load them with --settings or SearchSettings.load).")
+@click.option("--apply", "apply_to_index", is_flag=True,
+              help="Record the choice in the index: its searches, evaluations, pipelines and fine-tunes then use "
+                   "it. Refused where it scored below the defaults on the held-out queries.")
+@click.option("--force", is_flag=True, help="With --apply: record the choice even so.")
+@click.option("--clear", is_flag=True, help="Remove the settings recorded in --index (it uses the defaults again).")
 @backend_options
 def tune_command(backend: Backend, index: str | None, queries: str | None, qrels: str | None,
                  heldout_qrels: str | None, beir: str | None, split: str, metric: str, methods: str, dev_share: float,
-                 exclude_self: bool, output: str) -> None:
+                 exclude_self: bool, output: str, apply_to_index: bool, force: bool, clear: bool) -> None:
     """Choose the fusion method, combination, leg weights, rank constant and window that score best on
     tuning queries; report the choice and the defaults on held-out queries, with a paired t-test."""
+    from . import tuning
+
+    if clear:
+        if not index or apply_to_index:
+            raise click.UsageError("--clear takes --index NAME and nothing to tune")
+        said = "removed" if tuning.clear(backend, index) else "had none"
+        console.print(f"{index}: recorded fusion settings {said}; its searches use the defaults")
+        return
+    if force and not apply_to_index:
+        raise click.UsageError("--force goes with --apply")
     ev.require_eval()
     index, queries, qrels = beir_inputs(beir, index, queries, qrels, split, backend)
     method_list = comma_list(methods)
@@ -456,20 +508,30 @@ def tune_command(backend: Backend, index: str | None, queries: str | None, qrels
                      grid=ev.fusion_grid(method_list), exclude_self=exclude_self)  # type: ignore[arg-type]
     result.best.save(output)
     console.print(f"best of {result.settings_tried} settings on {result.tuning_queries} tuning queries: "
-                  f"{describe_settings(result.best)} ({metric} {result.tuning_score:.4f})")
-    if not result.heldout_queries:
-        console.print(f"no held-out queries to check it on; settings written to {output}")
-        return
-    if result.significant:
-        verdict = "significantly better than the defaults"
-    elif result.heldout_score < result.default_heldout_score:
-        verdict = ("[bold]worse than the defaults[/] on the held-out queries" + (
-            " (significantly)" if result.p_value < 0.05 else "") + ": keep the defaults")
+                  f"{describe_settings(result.best)} ({metric} {result.tuning_score:.4f}); written to {output}")
+    if result.heldout_queries:
+        console.print(f"held-out {result.heldout_queries} queries: {metric} {result.heldout_score:.4f}, defaults "
+                      f"{result.default_heldout_score:.4f} (paired t-test p = {result.p_value:.3f}): "
+                      f"{tune_verdict(result)}")
     else:
-        verdict = "[bold]not significantly better[/] than the defaults: keep them unless more judgments say otherwise"
-    console.print(f"held-out {result.heldout_queries} queries: {metric} {result.heldout_score:.4f}, defaults "
-                  f"{result.default_heldout_score:.4f} (paired t-test p = {result.p_value:.3f}): {verdict}; "
-                  f"settings written to {output}")
+        console.print("no held-out queries to check it on")
+    if apply_to_index:
+        files = {"queries": queries, "qrels": qrels, "heldout_qrels": heldout_qrels}
+        tuned = tuning.record(backend, index, result, {
+            **{name: str(Path(path).resolve()) if path else None for name, path in files.items()},
+            "dev_share": None if heldout_qrels else dev_share}, force)
+        forced = " (forced: " + str(tuning.refusal(result)) + ")" if tuned["chosen_on"]["forced"] else ""
+        console.print(f"recorded in {index}{forced}: its searches now fuse with these settings unless told "
+                      f"otherwise (`hybrid tune --index {index} --clear` removes them)")
+
+
+def tune_verdict(result: ev.TuneResult) -> str:
+    if result.significant:
+        return "significantly better than the defaults"
+    if result.heldout_score < result.default_heldout_score:
+        return ("[bold]worse than the defaults[/]" + (" (significantly)" if result.p_value < 0.05 else "") +
+                ": keep the defaults")
+    return "[bold]not significantly better[/] than the defaults (at least as good)"
 
 
 def describe_settings(settings: SearchSettings) -> str:
@@ -491,25 +553,31 @@ def describe_settings(settings: SearchSettings) -> str:
                    "corpus: each is paired with its top hybrid hit under the base model.")
 @click.option("--output", required=True, type=click.Path(file_okay=False), help="Folder for the new model.")
 @click.option("--base-model", default=DEFAULT_MODEL, show_default=True)
-@click.option("--epochs", default=1, show_default=True, type=click.IntRange(min=1))
+@click.option("--max-epochs", default=MAX_EPOCHS, show_default=True, type=click.IntRange(min=1),
+              help="The most epochs to train; the dev queries are scored after each and the best epoch is kept.")
+@click.option("--patience", default=1, show_default=True, type=click.IntRange(min=1),
+              help="Stop after this many epochs in a row without a better dev score.")
 @click.option("--batch-size", default=32, show_default=True, type=click.IntRange(min=2))
 @click.option("--learning-rate", default=3e-5, show_default=True, type=float)
 @click.option("--dev-share", default=0.2, show_default=True, type=click.FloatRange(0.0, 0.9),
               help="Queries held out to judge the model before and after.")
 @click.option("--max-steps", default=-1, show_default=True, help="Stop after this many steps (-1: all epochs).")
+@click.option("--index", help="The index the model is for: its chunking and tuned fusion settings are used, "
+                              "unless --chunk or --settings say otherwise.")
 @chunk_option
 @settings_option
 @click.option("--id-field", default=None)
 @click.option("--text-fields", default=None, callback=text_fields_list,
               help="As for `hybrid ingest` [default: title,text].")
 @click.option("--json", "as_json", is_flag=True)
-def finetune_command(corpus: str, queries: str | None, qrels: str | None, dev_qrels: str | None,
-                     log_queries: str | None, output: str, base_model: str, epochs: int, batch_size: int,
-                     learning_rate: float, dev_share: float, max_steps: int, chunking: str | None,
-                     settings_path: str | None, id_field: str | None, text_fields: list[str] | None,
-                     as_json: bool) -> None:
+@backend_options
+def finetune_command(backend: Backend, corpus: str, queries: str | None, qrels: str | None, dev_qrels: str | None,
+                     log_queries: str | None, output: str, base_model: str, max_epochs: int, patience: int,
+                     batch_size: int, learning_rate: float, dev_share: float, max_steps: int, index: str | None,
+                     chunking: str | None, settings_path: str | None, id_field: str | None,
+                     text_fields: list[str] | None, as_json: bool) -> None:
     """Adapt the embedding model to your corpus and show, on held-out queries, whether it helped."""
-    from .finetune import TRAINING_MODULES, finetune
+    from .finetune import TRAINING_MODULES, FinetuneConfig, Labels, finetune
     from .sources import read_documents
 
     require_extra("train", *TRAINING_MODULES)
@@ -517,14 +585,17 @@ def finetune_command(corpus: str, queries: str | None, qrels: str | None, dev_qr
     if bool(queries) != bool(qrels or dev_qrels):
         raise click.UsageError("--queries goes with --qrels and/or --dev-qrels (leave all out to train without labels)")
     documents = read_documents(corpus, id_field=id_field, text_fields=text_fields)
-    report = finetune(documents, output, base_model=base_model,
-                      queries=ev.load_queries(queries) if queries else None,
-                      qrels=ev.load_qrels(qrels) if qrels else None,
-                      dev_qrels=ev.load_qrels(dev_qrels) if dev_qrels else None,
-                      log_queries=ev.load_queries(log_queries) if log_queries else None, epochs=epochs,
-                      batch_size=batch_size, learning_rate=learning_rate, dev_share=dev_share, max_steps=max_steps,
-                      progress=not as_json, chunking=chunking,
-                      settings=SearchSettings.load(settings_path) if settings_path else None)
+    meta = backend.meta(index) if index else None
+    labels = Labels(queries=ev.load_queries(queries) if queries else None,
+                    qrels=ev.load_qrels(qrels) if qrels else None,
+                    dev_qrels=ev.load_qrels(dev_qrels) if dev_qrels else None,
+                    log_queries=ev.load_queries(log_queries) if log_queries else None)
+    config = FinetuneConfig(
+        base_model=base_model, max_epochs=max_epochs, patience=patience, batch_size=batch_size,
+        learning_rate=learning_rate, dev_share=dev_share, max_steps=max_steps, progress=not as_json,
+        chunking=chunking or (meta.chunking or "off" if meta else None),
+        settings=settings_file(settings_path) or (recorded_settings(meta) if meta else None))
+    report = finetune(documents, output, labels, config)
     if as_json:
         click.echo(json.dumps(asdict(report), indent=2))
         return
@@ -533,6 +604,9 @@ def finetune_command(corpus: str, queries: str | None, qrels: str | None, dev_qr
         for name, figures in (("base model", report.before), ("fine-tuned", report.after)):
             table.add_row(name, *(f"{figures[mode][metric]:.4f}" for mode in figures for metric in figures[mode]))
         console.print(table)
+    if report.epochs:
+        console.print("dev check per epoch (vector nDCG@10 on the dev queries' candidates): " + ", ".join(
+            f"{point['epoch']:g}: {point[DEV_METRIC]:.4f}" for point in report.epochs) + "; the best epoch is kept")
     console.print(f"{report.dev_queries} dev queries ({'judged' if report.dev_judged else 'pseudo-queries'}), "
                   f"{report.train_pairs} training pairs (from {report.settings['pairs']}), {report.seconds:.0f} s")
     console.print(f"[bold {'green' if report.promote else 'red'}]{report.verdict}[/]")
@@ -556,12 +630,11 @@ def reindex_command(backend: Backend, index: str, model: str | None, rollback: b
                     precision: Precision | None, chunking: str | None, batch_size: int, quiet: bool) -> None:
     """Re-embed an index with another model (or chunking) into a new version and switch to it without
     downtime."""
-    from .finetune import FinetuneReport
     from .ingest import reindex
     from .ingest import rollback as roll_back
 
-    if rollback == bool(model or chunking):
-        raise click.UsageError("give --model and/or --chunk, or --rollback")
+    if rollback == bool(model or chunking or precision):
+        raise click.UsageError("give what to change (--model, --chunk and/or --precision), or --rollback alone")
     if rollback:
         left, now = roll_back(index, backend)
         console.print(f"{index} now serves {now} ({backend.count(index)} documents; was {left}, which the next "
@@ -570,12 +643,8 @@ def reindex_command(backend: Backend, index: str, model: str | None, rollback: b
     if not model:  # only the chunking changes
         current = backend.meta(index)
         model, precision = current.model, precision or current.precision  # type: ignore[assignment]
-    report = FinetuneReport.load(model) if Path(model).is_dir() else None
-    if report is not None and not report.promote and not force:
-        raise click.ClickException(f"{model} did not pass its evaluation ({report.verdict}); use --force to "
-                                   "switch to it anyway")
     result = reindex(index, backend, document_encoder(model, precision or "fp32"), batch_size=batch_size,
-                     progress=not quiet, chunking=chunking)
+                     progress=not quiet, chunking=chunking, force=force)
     console.print(f"{index} now serves {result.version} ({result.documents} documents, model {result.model}); "
                   f"{result.previous} is kept: `hybrid reindex --index {index} --rollback` switches back")
 
@@ -663,12 +732,12 @@ def pipeline_group() -> None:
 @settings_option
 @backend_options
 def pipeline_create(backend: Backend, name: str, index: str, settings_path: str | None) -> None:
-    """Write the search pipeline NAME for the fusion settings (the defaults, or --settings), and print it
-    with the request a caller sends."""
+    """Write the search pipeline NAME for the fusion settings (--settings, else the index's tuned ones, else
+    the defaults), and print it with the request a caller sends."""
     from .server_fusion import create_pipeline, example_request
 
-    settings = SearchSettings.load(settings_path) if settings_path else SearchSettings()
     cluster = opensearch_only(backend, PIPELINES_LIVE_ON_A_CLUSTER)
+    settings = settings_file(settings_path) or recorded_settings(cluster.meta(index)) or SearchSettings()
     click.echo(json.dumps(create_pipeline(cluster, name, settings), indent=2))
     click.echo(example_request(cluster, index, name, settings))
 
@@ -686,7 +755,7 @@ def pipeline_show(backend: Backend, name: str, index: str | None) -> None:
     click.echo(json.dumps(body, indent=2))
     description = str(body.get("description", ""))
     if index and description.startswith(MARK):
-        settings = SearchSettings(**json.loads(description.removeprefix(MARK)))
+        settings = SearchSettings.from_dict(json.loads(description.removeprefix(MARK)), f"pipeline {name!r}")
         click.echo(example_request(cluster, index, name, settings))
 
 

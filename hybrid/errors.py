@@ -82,6 +82,11 @@ class CredentialsRefusedError(HybridError):
     """The cluster refused the credentials, or the user may not do this (HTTP 401 or 403)."""
 
 
+class GateError(HybridError):
+    """A change its own evidence does not support (tuned settings that scored below the defaults, a
+    fine-tuned model that failed its evaluation), refused unless the caller says ``force``."""
+
+
 class MissingExtraError(HybridError):
     """An optional dependency is not installed; the message names the extra that brings it."""
 

@@ -11,6 +11,7 @@ import itertools
 import json
 import math
 import random
+import re
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -20,12 +21,15 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from .backends.base import LegHit
-from .errors import SourceError, require_extra
+from .errors import BadRequestError, SourceError, require_extra
 from .fusion import COMBINATIONS, METHODS, Method
 from .searcher import MODES, Mode, Searcher
 from .settings import SearchSettings
 
 DEFAULT_METRICS = ("ndcg@10", "recall@100", "mrr@10", "map@100")
+METRIC_NAMES = ("ndcg", "recall", "precision", "mrr", "map", "hits", "hit_rate", "f1", "r_precision", "bpref",
+                "ndcg_burges", "dcg", "dcg_burges")
+"""ranx's metrics that take judgments alone (each ``NAME`` or ``NAME@K``)."""
 Run = dict[str, dict[str, float]]
 Qrels = dict[str, dict[str, int]]
 
@@ -59,6 +63,17 @@ def load_qrels(path: str | Path) -> Qrels:
     if not qrels:
         raise SourceError(f"{path}: no judgments found")
     return qrels
+
+
+def check_metric(metric: str) -> str:
+    """``metric`` if ranx can compute it (``ndcg@10``, ``mrr``); refused before any query runs, saying why."""
+    name, at, cutoff = metric.partition("@")
+    if name not in METRIC_NAMES:
+        raise BadRequestError(f"unknown metric {metric!r}: choose from {', '.join(METRIC_NAMES)}, each with an "
+                              "optional @K cut-off (ndcg@10)")
+    if at and not re.fullmatch(r"[1-9][0-9]*", cutoff):
+        raise BadRequestError(f"metric {metric!r}: the cut-off after @ must be a whole number of 1 or more")
+    return metric
 
 
 def judged_queries(queries: Mapping[str, str], qrels: Qrels) -> dict[str, str]:
@@ -149,12 +164,13 @@ def evaluate_modes(
     depth: int = 100,
     progress: bool = True,
 ) -> tuple[dict[str, dict[str, float]], dict[str, Run]]:
-    """Run every judged query in every mode; return the metrics and the runs (for saving or testing)."""
+    """Run every judged query in every mode; return the metrics and the runs (for saving or testing).
+    Metrics average over exactly the queries run: a judged query without text is left out, not counted 0."""
     judged = judged_queries(queries, qrels)
     settings = searcher.settings
     legs = retrieve_legs(searcher, judged, max(settings.window, depth), progress)
     runs: dict[str, Run] = {mode: legs.fuse(settings, depth, mode, exclude_self) for mode in modes}
-    return score(qrels, runs, metrics), runs
+    return score({q: qrels[q] for q in judged}, runs, metrics), runs
 
 
 def save_trec_run(run: Run, path: str | Path, name: str) -> None:
@@ -185,6 +201,7 @@ class TuneResult:
     """The best setting on the tuning queries, and how it and the defaults score on held-out queries."""
 
     best: SearchSettings
+    metric: str
     tuning_score: float
     heldout_score: float
     default_heldout_score: float
@@ -238,6 +255,7 @@ def tune(
     with the defaults on the held-out queries by a paired t-test, since with a few hundred queries a
     grid's best is partly chosen by noise.
     """
+    check_metric(metric)
     grid = list(grid or fusion_grid())
     if heldout_qrels is None:
         judged = sorted(judged_queries(queries, qrels))
@@ -250,16 +268,29 @@ def tune(
         heldout = sorted(set(judged_queries(queries, heldout_qrels)) - set(tuning))
     depth = max(s.window for s in [*grid, SearchSettings()])
     legs = retrieve_legs(searcher, {q: queries[q] for q in [*tuning, *heldout]}, depth, progress)
+    require_relevant_found(legs.subset(tuning), qrels, depth)
     best_score, best = choose(legs.subset(tuning), {q: qrels[q] for q in tuning}, grid, metric, exclude_self,
                               progress)
     if not heldout:
-        return TuneResult(best, best_score, float("nan"), float("nan"), len(tuning), 0, float("nan"), len(grid))
+        return TuneResult(best, metric, best_score, float("nan"), float("nan"), len(tuning), 0, float("nan"), len(grid))
     judged_heldout = {q: heldout_qrels[q] for q in heldout}
     runs = {name: legs.subset(heldout).fuse(settings, 100, exclude_self=exclude_self)
             for name, settings in (("best", best), ("default", SearchSettings()))}
     scores = score(judged_heldout, runs, [metric])
-    return TuneResult(best, best_score, scores["best"][metric], scores["default"][metric], len(tuning),
+    return TuneResult(best, metric, best_score, scores["best"][metric], scores["default"][metric], len(tuning),
                       len(heldout), paired_p_value(judged_heldout, runs["best"], runs["default"], metric), len(grid))
+
+
+def require_relevant_found(legs: LegRuns, qrels: Qrels, depth: int) -> None:
+    """Refuse to tune where neither leg finds a single relevant document for any tuning query: every setting
+    would score 0, and the "best" would be the first tried (judgments for another index, most likely)."""
+    for query_id, by_leg in legs.legs.items():
+        relevant = {doc for doc, grade in qrels[query_id].items() if grade > 0}
+        if any(hit.id in relevant for hits in by_leg.values() for hit in hits):
+            return
+    raise SourceError(f"neither leg finds any relevant document of the {len(legs.legs)} tuning queries in its top "
+                      f"{depth}: every setting would score 0. Are the judgments for this index (do their document "
+                      "ids match its ids)?")
 
 
 def choose(legs: LegRuns, qrels: Qrels, grid: Sequence[SearchSettings], metric: str = "ndcg@10",

@@ -35,16 +35,20 @@ from .documents import Document, document_text
 from .embed import DEFAULT_MODEL, Embedder, resolve_model_path
 from .errors import require_extra
 from .evaluate import Qrels, evaluate_modes
-from .ingest import chunking_setting, ingest_documents, splitter
+from .ingest import chosen_chunking, ingest_documents, splitter
+from .promotion import REPORT_FILE
 from .searcher import Searcher, candidate_depth
 from .settings import SearchSettings
 
-REPORT_FILE = "hybrid-finetune.json"
 TRAINING_MODULES = ("datasets", "accelerate", "ranx")
 """What training needs beyond the base install (sentence-transformers' trainer, and the evaluation)."""
 GATE_METRICS = ("ndcg@10", "recall@100")
 EVALUATOR_QUERIES = 300
 """Dev queries in the per-epoch check (the final before/after figures use every dev query)."""
+DEV_METRIC = "dev_cosine_ndcg@10"
+"""What chooses the epoch: vector nDCG@10 of the dev queries on the per-epoch check's small corpus."""
+MAX_EPOCHS = 4
+"""The most epochs a fine-tune trains; the dev queries choose the best of them."""
 NEAR_DUPLICATE = 0.95
 """Cosine above which a mined candidate counts as a copy of a positive, not as a negative."""
 
@@ -191,6 +195,8 @@ class FinetuneReport:
     seconds: float
     dev_judged: bool = True
     settings: dict[str, Any] = field(default_factory=dict)
+    epochs: list[dict[str, float]] = field(default_factory=list)
+    """The dev curve: the per-epoch check's score before training (epoch 0) and after each epoch."""
 
     def save(self, folder: str | Path) -> Path:
         path = Path(folder) / REPORT_FILE
@@ -251,84 +257,111 @@ def dev_split(pairs: list[Pair], queries: Mapping[str, str] | None, dev_qrels: Q
     return train, dev, training_qrels if training_qrels else {p.query_id: {p.doc_id: 1} for p in dev}
 
 
-def finetune(
-    documents: Sequence[Document],
-    output: str | Path,
-    base_model: str = DEFAULT_MODEL,
-    queries: Mapping[str, str] | None = None,
-    qrels: Qrels | None = None,
-    dev_qrels: Qrels | None = None,
-    log_queries: Mapping[str, str] | None = None,
-    epochs: int = 1,
-    batch_size: int = 32,
-    learning_rate: float = 3e-5,
-    dev_share: float = 0.2,
-    max_steps: int = -1,
-    work_dir: str | Path | None = None,
-    seed: int = 13,
-    progress: bool = True,
-    settings: SearchSettings | None = None,
-    chunking: str | None = None,
-) -> FinetuneReport:
-    """Fine-tune ``base_model`` on ``documents`` (and judgments, if given); save it and its report in ``output``.
+@dataclass(frozen=True)
+class Labels:
+    """What a model learns from and is judged on: judged queries (``queries`` + ``qrels``), else a query log
+    (``log_queries``: queries without judgments, see ``retrieval_pairs``), else the corpus itself.
+    ``dev_qrels`` (texts in ``queries``) judge the model, never trained on, instead of a dev share of the
+    training queries; without labels for training they are what can prove a gain."""
 
-    Training pairs come from ``queries`` + ``qrels`` when given, else from ``log_queries`` (queries
-    without judgments, see ``retrieval_pairs``), else from the corpus itself. ``dev_qrels`` (texts in
-    ``queries``) judge the model instead of a ``dev_share`` of the training queries; without labels
-    for training they are what can prove a gain.
+    queries: Mapping[str, str] | None = None
+    qrels: Qrels | None = None
+    dev_qrels: Qrels | None = None
+    log_queries: Mapping[str, str] | None = None
 
-    ``work_dir`` keeps the "before" and "after" local indexes (a temporary folder by default); reusing
-    it skips re-embedding the corpus with the base model, which is unchanged.
+    @property
+    def labelled(self) -> bool:
+        return bool(self.queries and self.qrels)
 
-    Mining, query-log pairing and both evaluations fuse with ``settings`` (e.g. the index's tuned
-    ones) and embed with ``chunking`` (``TOKENS/STRIDE``, e.g. the index's), so the gate compares the
-    models as the index would use them.
-    """
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    """How ``finetune`` trains and judges; the CLI, the bench and the tests each build one.
+
+    Training runs up to ``max_epochs``; the dev queries are scored after each epoch and the best epoch's
+    weights are kept, stopping once ``patience`` epochs in a row did not improve on it (early stopping on
+    dev, never on test), so the number of epochs is chosen, not guessed. ``max_steps`` (> 0) caps the
+    steps instead. ``settings`` and ``chunking`` are the index's fusion settings and windows (None: the
+    defaults, and whole documents): mining, the windows trained on and the gate use them, so the models
+    are compared as the index would use them. ``work_dir`` keeps the "before" and "after" indexes (a
+    temporary folder by default); reusing it skips re-embedding the corpus with the base model."""
+
+    base_model: str = DEFAULT_MODEL
+    max_epochs: int = MAX_EPOCHS
+    patience: int = 1
+    batch_size: int = 32
+    learning_rate: float = 3e-5
+    dev_share: float = 0.2
+    max_steps: int = -1
+    seed: int = 13
+    settings: SearchSettings | None = None
+    chunking: str | None = None
+    work_dir: str | Path | None = None
+    progress: bool = True
+
+
+@dataclass(frozen=True)
+class TrainingSet:
+    """What one training run sees: its pairs, a mined negative per pair, and the dev queries that choose
+    the epoch (with the judgments that score them)."""
+
+    train: Sequence[Pair]
+    negatives: Sequence[str]
+    dev: Sequence[Pair]
+    judgments: Qrels
+
+
+def finetune(documents: Sequence[Document], output: str | Path, labels: Labels = Labels(),
+             config: FinetuneConfig = FinetuneConfig()) -> FinetuneReport:
+    """Fine-tune ``config.base_model`` on ``documents`` (and ``labels``); save it and its report in ``output``,
+    with the gate's verdict on the dev queries over the whole corpus (see ``gate``)."""
     require_extra("train", *TRAINING_MODULES)
     started = time.perf_counter()
-    labelled = bool(queries and qrels)
-    check_dev_judgments(queries, qrels, dev_qrels)
+    check_dev_judgments(labels.queries, labels.qrels, labels.dev_qrels)
     by_id = {d.id: d for d in documents}
-    judged = labelled or bool(dev_qrels)
-    log = {} if labelled else {q: text for q, text in (log_queries or {}).items() if q not in (dev_qrels or {})}
-    pairs = labelled_pairs(queries or {}, qrels or {}, by_id) if labelled else [] if log else \
-        pseudo_pairs(documents, seed)
+    judged = labels.labelled or bool(labels.dev_qrels)
+    log = {} if labels.labelled else {q: text for q, text in (labels.log_queries or {}).items()
+                                      if q not in (labels.dev_qrels or {})}
+    pairs = labelled_pairs(labels.queries or {}, labels.qrels or {}, by_id) if labels.labelled else [] if log else \
+        pseudo_pairs(documents, config.seed)
     if not (pairs or log):
         raise ValueError("no training pairs: no judged query matches the corpus, and no queries, titles or passages "
                          "to use")
     with tempfile.TemporaryDirectory() as scratch:
-        backend = LocalBackend(Path(work_dir or scratch) / "indexes")
-        chunks = chunking_setting(chunking, None)
+        backend = LocalBackend(Path(config.work_dir or scratch) / "indexes")
+        base = Embedder(config.base_model)
+        chunks = chosen_chunking(config.chunking, None, documents, base)[0]
         before_index, after_index = work_indexes(chunks)
-        base = Embedder(base_model)
-        ingest_documents(documents, before_index, backend, base, progress=progress, chunking=chunks)
-        before_searcher = Searcher(before_index, backend, embedder=base, settings=settings)
+        ingest_documents(documents, before_index, backend, base, progress=config.progress, chunking=chunks)
+        before_searcher = Searcher(before_index, backend, embedder=base, settings=config.settings)
         pairs = pairs or retrieval_pairs(log, before_searcher)
-        train, dev, judgments = dev_split(pairs, queries, dev_qrels, qrels, by_id, dev_share, seed)
+        train, dev, judgments = dev_split(pairs, labels.queries, labels.dev_qrels, labels.qrels, by_id,
+                                          config.dev_share, config.seed)
         before = evaluate_dev(before_searcher, dev, judgments) if dev else {}
         queries_of_train = [p.query for p in train]
-        if chunks and (labelled or log):  # positives that are whole documents: train on their best windows
+        if chunks and (labels.labelled or log):  # positives that are whole documents: train on their best windows
             train = [replace(pair, positive=text) for pair, text in
                      zip(train, seen_texts(before_searcher, queries_of_train, [p.doc_id for p in train]))]
         negatives = seen_texts(before_searcher, queries_of_train,
-                               mine_negatives(train, before_searcher, skip=10 if log else 0, seed=seed))
-        model_path = _train(base_model, train, negatives, dev, before_searcher, judgments, Path(output), epochs,
-                            batch_size, learning_rate, max_steps, seed, progress)
+                               mine_negatives(train, before_searcher, skip=10 if log else 0, seed=config.seed))
+        model_path, curve = _train(config, TrainingSet(train, negatives, dev, judgments), before_searcher,
+                                   Path(output))
         tuned = Embedder(str(model_path))
         if backend.exists(after_index):  # left by an earlier run in the same work_dir, for another model
             backend.delete(after_index)
-        ingest_documents(documents, after_index, backend, tuned, progress=progress, chunking=chunks)
-        after_searcher = Searcher(after_index, backend, embedder=tuned, settings=settings)
+        ingest_documents(documents, after_index, backend, tuned, progress=config.progress, chunking=chunks)
+        after_searcher = Searcher(after_index, backend, embedder=tuned, settings=config.settings)
         after = evaluate_dev(after_searcher, dev, judgments) if dev else {}
     promote, verdict = gate(before, after, judged) if dev else (False, "no dev queries: nothing proves a gain")
     report = FinetuneReport(
-        base_model=base_model, model=str(model_path), labelled=labelled, train_pairs=len(train),
+        base_model=config.base_model, model=str(model_path), labelled=labels.labelled, train_pairs=len(train),
         dev_queries=len({p.query_id for p in dev}), before=before, after=after, promote=promote, verdict=verdict,
-        seconds=round(time.perf_counter() - started, 1), dev_judged=judged,
-        settings={"pairs": "judged" if labelled else "log queries" if log else "corpus", "epochs": epochs,
-                  "batch_size": batch_size, "learning_rate": learning_rate, "dev_share": dev_share,
-                  "max_steps": max_steps, "seed": seed, "chunking": chunks or "off",
-                  "fusion": (settings or SearchSettings()).to_dict()},
+        seconds=round(time.perf_counter() - started, 1), dev_judged=judged, epochs=curve,
+        settings={"pairs": "judged" if labels.labelled else "log queries" if log else "corpus",
+                  "max_epochs": config.max_epochs, "patience": config.patience, "batch_size": config.batch_size,
+                  "learning_rate": config.learning_rate, "dev_share": config.dev_share,
+                  "max_steps": config.max_steps, "seed": config.seed, "chunking": chunks or "off",
+                  "fusion": (config.settings or SearchSettings()).to_dict()},
     )
     report.save(model_path)
     return report
@@ -340,10 +373,11 @@ def work_indexes(chunking: str) -> tuple[str, str]:
     return f"before-{tag}", f"after-{tag}"
 
 
-def _train(base_model: str, train: Sequence[Pair], negatives: Sequence[str], dev: Sequence[Pair],
-           base_searcher: Searcher, judgments: Qrels, output: Path, epochs: int, batch_size: int,
-           learning_rate: float, max_steps: int, seed: int, progress: bool) -> Path:
-    """sentence-transformers training with in-batch and mined negatives; the best dev epoch is kept."""
+def _train(config: FinetuneConfig, data: TrainingSet, base_searcher: Searcher,
+           output: Path) -> tuple[Path, list[dict[str, float]]]:
+    """sentence-transformers training with in-batch and mined negatives, up to ``config.max_epochs``: the
+    dev queries are scored before training and after each epoch, and the best epoch's weights are kept.
+    Returns the saved model's folder and that curve (epoch 0: the base model)."""
     from datasets import Dataset
     from sentence_transformers import SentenceTransformer, SentenceTransformerTrainer
     from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
@@ -351,30 +385,37 @@ def _train(base_model: str, train: Sequence[Pair], negatives: Sequence[str], dev
         BatchSamplers,
         SentenceTransformerTrainingArguments,
     )
+    from transformers import EarlyStoppingCallback
 
-    model = SentenceTransformer(resolve_model_path(base_model))
-    dataset = Dataset.from_dict({"anchor": [p.query for p in train], "positive": [p.positive for p in train],
-                                 "negative": list(negatives)})
-    evaluator = _dev_evaluator(dev, base_searcher, judgments) if dev else None
+    model = SentenceTransformer(resolve_model_path(config.base_model))
+    dataset = Dataset.from_dict({"anchor": [p.query for p in data.train],
+                                 "positive": [p.positive for p in data.train], "negative": list(data.negatives)})
+    evaluator = _dev_evaluator(data.dev, base_searcher, data.judgments) if data.dev else None
+    curve = [{"epoch": 0.0, DEV_METRIC: round(float(evaluator(model)[DEV_METRIC]), 4)}] if evaluator else []
+    steps_per_epoch = math.ceil(len(data.train) / config.batch_size)
+    total = config.max_steps if config.max_steps > 0 else config.max_epochs * steps_per_epoch
     checkpoints = output / "checkpoints"
     args = SentenceTransformerTrainingArguments(
-        output_dir=str(checkpoints), num_train_epochs=epochs, max_steps=max_steps,
-        per_device_train_batch_size=batch_size, learning_rate=learning_rate, seed=seed,
-        warmup_steps=max(1, (max_steps if max_steps > 0 else epochs * math.ceil(len(train) / batch_size)) // 10),
+        output_dir=str(checkpoints), num_train_epochs=config.max_epochs, max_steps=config.max_steps,
+        per_device_train_batch_size=config.batch_size, learning_rate=config.learning_rate, seed=config.seed,
+        warmup_steps=max(1, total // 10),
         batch_sampler=BatchSamplers.NO_DUPLICATES,  # a text twice in a batch would be its own false negative
         eval_strategy="epoch" if evaluator else "no", save_strategy="epoch" if evaluator else "no",
-        load_best_model_at_end=evaluator is not None, metric_for_best_model="eval_dev_cosine_ndcg@10",
-        save_total_limit=2, logging_steps=10, report_to="none", disable_tqdm=not progress,
+        load_best_model_at_end=evaluator is not None, metric_for_best_model=f"eval_{DEV_METRIC}",
+        save_total_limit=config.patience + 1, logging_steps=10, report_to="none", disable_tqdm=not config.progress,
         dataloader_num_workers=0, dataloader_pin_memory=False,
     )
-    trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=dataset,
-                                         loss=MultipleNegativesRankingLoss(model), evaluator=evaluator)
+    trainer = SentenceTransformerTrainer(
+        model=model, args=args, train_dataset=dataset, loss=MultipleNegativesRankingLoss(model), evaluator=evaluator,
+        callbacks=[EarlyStoppingCallback(early_stopping_patience=config.patience)] if evaluator else None)
     with contextlib.redirect_stdout(sys.stderr):  # the trainer prints its logs; stdout is for our report
         trainer.train()
+    curve += [{"epoch": round(float(entry["epoch"]), 2), DEV_METRIC: round(float(entry[f"eval_{DEV_METRIC}"]), 4)}
+              for entry in trainer.state.log_history if f"eval_{DEV_METRIC}" in entry]
     output.mkdir(parents=True, exist_ok=True)
     model.save(str(output))
     shutil.rmtree(checkpoints, ignore_errors=True)
-    return output.resolve()
+    return output.resolve(), curve
 
 
 def _dev_evaluator(dev: Sequence[Pair], base_searcher: Searcher, judgments: Qrels) -> Any:

@@ -16,11 +16,12 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .backends.base import Backend, IndexMeta, IndexWriter, StoredDocument, WriteFailure, check_index_name
-from .chunking import Chunking, plain, windows
+from .chunking import Chunking, default_chunking, longer_share, plain, windows
 from .documents import DEFAULT_TEXT_FIELDS, Document
 from .embed import Encoder
 from .errors import HybridError, IncompatibleIndexError
 from .onnx_encoder import prepare_query_encoder
+from .promotion import check_promotion
 from .sources import read_documents
 
 ENCODE_CHUNK = 256
@@ -41,6 +42,8 @@ class IngestReport:
     """Where queries' ONNX encoder is, or why queries use torch."""
     retried: list[str] = field(default_factory=list)
     """What the cluster could not take at first and was sent again (all of it arrived, or is a failure)."""
+    chunking: str = ""
+    """How a new index given no chunking embeds its documents, and why (``chosen_chunking``)."""
 
 
 def chunking_setting(requested: str | None, existing: IndexMeta | None) -> str:
@@ -48,6 +51,21 @@ def chunking_setting(requested: str | None, existing: IndexMeta | None) -> str:
     if requested is None:
         return existing.chunking if existing else ""
     return "" if requested in ("", "off") else str(Chunking.parse(requested))
+
+
+def chosen_chunking(requested: str | None, existing: IndexMeta | None, documents: Sequence[Document],
+                    embedder: Encoder) -> tuple[str, str]:
+    """The chunking an index gets, and why where nobody chose it: ``chunking_setting``, except that a new
+    index given no chunking gets windows where most of ``documents`` are longer than the model reads
+    (``chunking.default_chunking``)."""
+    if requested is not None or existing is not None or not documents:
+        return chunking_setting(requested, existing), ""
+    share = longer_share([d.text for d in documents], plain(embedder.tokenizer), embedder.max_tokens)
+    rule = default_chunking(share)
+    said = (f"{share:.0%} of the documents are longer than the model reads ({embedder.max_tokens} word pieces): "
+            + (f"embedded as {rule} windows (--chunk off: whole)" if rule else "embedded whole (--chunk "
+               f"{Chunking()}: windows)"))
+    return (str(rule) if rule else ""), said
 
 
 def check_compatible(existing: IndexMeta, index: str, embedder: Encoder, text_fields: tuple[str, ...],
@@ -99,7 +117,7 @@ def ingest_documents(
     text_fields = documents[0].text_fields if documents else DEFAULT_TEXT_FIELDS
     with backend.lock(index):
         existing = backend.meta(index) if backend.exists(index) else None
-        chunks = chunking_setting(chunking, existing)
+        chunks, chunking_note = chosen_chunking(chunking, existing, documents, embedder)
         if existing is not None:
             check_compatible(existing, index, embedder, text_fields, chunks)
         stored = backend.hashes(index) if existing else {}
@@ -108,7 +126,7 @@ def ingest_documents(
         retried: list[str] = []
         if changed or existing is None:
             meta = IndexMeta(model=embedder.name, dimension=embedder.dimension, text_fields=text_fields,
-                             precision=embedder.precision, chunking=chunks)
+                             precision=embedder.precision, chunking=chunks, tuned=existing.tuned if existing else None)
             with backend.writer(index, meta) as writer:
                 failures = _embed_into(writer, changed, embedder, meta, batch_size, progress,
                                        f"embedding into {index}")
@@ -127,6 +145,7 @@ def ingest_documents(
         failures=failures,
         query_encoder=prepare_query_encoder(embedder),
         retried=retried,
+        chunking=chunking_note,
     )
 
 
@@ -168,9 +187,10 @@ class ReindexReport:
 
 
 def reindex(index: str, backend: Backend, embedder: Encoder, batch_size: int = 32,
-            progress: bool = True, chunking: str | None = None) -> ReindexReport:
+            progress: bool = True, chunking: str | None = None, force: bool = False) -> ReindexReport:
     """Re-embed every document of ``index`` with ``embedder`` into a new version, then switch to it.
     ``chunking`` (``TOKENS/STRIDE`` or ``off``) changes how long documents are embedded; None keeps it.
+    A fine-tuned model that failed its evaluation (``promotion``) is refused unless ``force``.
 
     The index keeps answering from the old version until the switch, which is atomic; the old
     version is kept for ``rollback``. Nothing is switched if any document fails. The writer lock is
@@ -180,11 +200,14 @@ def reindex(index: str, backend: Backend, embedder: Encoder, batch_size: int = 3
     check_index_name(index)
     with backend.lock(index):
         snapshot = backend.snapshot(index)
+        if embedder.name != snapshot.meta.model:  # the model serving already was let in (or forced) before
+            check_promotion(embedder.name, force)
         text_fields = snapshot.meta.text_fields
         documents = sorted((Document(doc_id, fields, text_fields) for doc_id, fields in backend.documents(index)),
                            key=lambda d: len(d.text))
         meta = IndexMeta(model=embedder.name, dimension=embedder.dimension, text_fields=text_fields,
-                         precision=embedder.precision, chunking=chunking_setting(chunking, snapshot.meta))
+                         precision=embedder.precision, chunking=chunking_setting(chunking, snapshot.meta),
+                         tuned=snapshot.meta.tuned)
         version, writer = backend.new_version(index, meta)
         try:
             with writer:  # on any failure the writer removes the new version again

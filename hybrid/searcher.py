@@ -24,7 +24,7 @@ from .errors import BadRequestError, VersionGoneError
 from .fusion import Combination, Method
 from .hits import Hit
 from .onnx_encoder import EncoderKind, query_encoder_for
-from .settings import SearchSettings
+from .settings import SearchSettings, recorded_settings
 from .steps import Compute, Read, Steps, run
 
 if TYPE_CHECKING:
@@ -85,7 +85,8 @@ class BaseSearcher:
         ``opensearch`` (a URL or a ``Connection``: its ``pool_size`` is the connections kept per node), or at
         ``elasticsearch`` (likewise; ``client`` may be an ``Elasticsearch`` one); or else in the local folder
         ``data_dir`` (default: $HYBRID_DATA_DIR or ~/.hybrid/indexes).
-        ``settings`` (e.g. ``SearchSettings.load("tuned.json")``) sets the fusion defaults.
+        ``settings`` (e.g. ``SearchSettings.load("tuned.json")``) sets the fusion defaults; without it,
+        searches use those ``hybrid tune --apply`` recorded in the index, else the defaults.
         ``embedder`` encodes queries for indexes built with its model (others get their own).
         ``query_encoder``: ``onnx``, ``torch`` or ``auto`` (default: $HYBRID_QUERY_ENCODER, else auto:
         the model's ONNX export, which needs neither torch nor sentence-transformers).
@@ -100,7 +101,7 @@ class BaseSearcher:
             raise BadRequestError(f"fusion_on must be one of {', '.join(FUSION_SITES)}, got {fusion_on!r}")
         self.index = index
         self.backend = backend or self._open(data_dir, opensearch, client, elasticsearch)
-        self.settings = settings or SearchSettings()
+        self._given_settings = settings
         self.snapshot_ttl_s = self.backend.snapshot_ttl_s if snapshot_ttl_s is None else snapshot_ttl_s
         self._given = embedder
         self._encoder_kind = query_encoder
@@ -124,6 +125,12 @@ class BaseSearcher:
         if given is not None and (given.name, getattr(given, "precision", "fp32")) == (meta.model, meta.precision):
             return given
         return query_encoder_for(meta.model, cast(Precision, meta.precision), self._encoder_kind)
+
+    def _settings(self, snapshot: Snapshot | None) -> SearchSettings:
+        """The fusion settings searches use: the ones given, else the ones recorded in the version
+        (``None``: not read yet), else the defaults."""
+        recorded = recorded_settings(snapshot.meta) if snapshot and not self._given_settings else None
+        return self._given_settings or recorded or SearchSettings()
 
     def _encode(self, snapshot: Snapshot, texts: list[str]) -> np.ndarray:
         return self._embedder(snapshot).encode(texts)
@@ -155,9 +162,10 @@ class BaseSearcher:
 
     def _retrieve_many(self, queries: Sequence[str], mode: Mode, window: int | None, filters: Filters | None,
                        progress: bool = False) -> Steps[list[dict[str, list[LegHit]]]]:
-        depth = self.settings.window if window is None else window
-        self._check(queries, mode, depth)
+        self._check(queries, mode, self._settings(None).window if window is None else window)  # before any I/O
         snapshot = yield from self._current()
+        depth = self._settings(snapshot).window if window is None else window
+        self._check(queries, mode, depth)
         return (yield from self._legs(snapshot, queries, mode, depth, filters, progress))
 
     def _legs(self, snapshot: Snapshot, queries: Sequence[str], mode: Mode, depth: int, filters: Filters | None,
@@ -185,11 +193,15 @@ class BaseSearcher:
             raise BadRequestError(f"k must be at least 1, got {k}")
         if offset < 0:
             raise BadRequestError(f"offset must not be negative, got {offset}")
-        settings = self.settings.but(fusion=fusion, combination=combination, rank_constant=rank_constant,
-                                     weights=weights, window=window)
-        depth = candidate_depth(settings.window, offset + k)
-        self._check([query], mode, depth)  # before any I/O: a bad query is a 400 even while the cluster is down
+        overrides = {"fusion": fusion, "combination": combination, "rank_constant": rank_constant,
+                     "weights": weights, "window": window}
+        settings = self._settings(None).but(**overrides)
+        # before any I/O: a bad query is a 400 even while the cluster is down
+        self._check([query], mode, candidate_depth(settings.window, offset + k))
         snapshot = yield from self._current()
+        settings = self._settings(snapshot).but(**overrides)  # the index's own, where it records them
+        depth = candidate_depth(settings.window, offset + k)
+        self._check([query], mode, depth)
         try:
             return (yield from self._search(snapshot, query, k, mode, filters, settings, depth, offset, explain))
         except VersionGoneError:  # a write replaced the pinned version: answer from the serving one
@@ -272,6 +284,12 @@ class Searcher(BaseSearcher):
     def meta(self) -> IndexMeta:
         """What the serving version of the index was built with."""
         return run(self._current(), self.backend).meta
+
+    @property
+    def settings(self) -> SearchSettings:
+        """The fusion settings searches use now: the ones given, else the index's recorded ones, else the
+        defaults."""
+        return self._settings(run(self._current(), self.backend))
 
     @property
     def embedder(self) -> Encoder:

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from hybrid import Searcher
 from hybrid.backends.local import LocalBackend
-from hybrid.chunking import Chunking, plain, windows
+from hybrid.chunking import Chunking, default_chunking, plain, windows
 from hybrid.cli import cli
 from hybrid.documents import Document
 from hybrid.errors import IncompatibleIndexError
@@ -159,3 +159,23 @@ def test_cli_chunk_option_and_index_info(tmp_path, embedder):
     assert again.exit_code == 0, again.output
     info = json.loads(runner.invoke(cli, ["index", "info", "docs", "--data-dir", str(tmp_path / "idx")]).output)
     assert (info["chunking"], info["model"], info["precision"]) == ("", "all-MiniLM-L6-v2", "fp32")
+
+
+def test_a_new_index_gets_windows_where_most_documents_are_longer_than_the_model_reads(tmp_path, embedder):
+    backend = LocalBackend(tmp_path)
+    long_ones = [Document(f"long{i}", {"title": f"Report {i}", "text": f"{FILLER} {TAIL}"}) for i in range(3)]
+    mostly_long = [*long_ones, DOCUMENTS[1]]  # 3 of 4 longer than the 256 word pieces the model reads
+    report = ingest_documents(mostly_long, "mostly-long", backend, embedder, progress=False)
+    assert backend.meta("mostly-long").chunking == str(Chunking()) == "128/64"
+    assert report.chunking.startswith("75% of the documents are longer than the model reads (256 word pieces)")
+    hits = Searcher("mostly-long", backend, embedder=embedder).search("arctic tern migration", k=4, mode="vector")
+    assert hits[0].id.startswith("long")  # the tail is read: a window holds it
+    report = ingest_documents(DOCUMENTS, "mostly-short", backend, embedder, progress=False)  # 1 of 4 is long
+    assert backend.meta("mostly-short").chunking == "" and "25% of the documents" in report.chunking
+    assert "embedded whole" in report.chunking
+    # chosen once, for a new index: later ingests keep the index's, whatever they bring, and say nothing
+    assert ingest_documents(long_ones, "mostly-short", backend, embedder, progress=False).chunking == ""
+    assert backend.meta("mostly-short").chunking == ""
+    asked = ingest_documents(mostly_long, "asked", backend, embedder, progress=False, chunking="off")
+    assert backend.meta("asked").chunking == "" and asked.chunking == ""  # asked for: no rule
+    assert default_chunking(0.5) is None and default_chunking(0.51) == Chunking()

@@ -78,20 +78,34 @@ def test_eval_cli_on_cranfield(cranfield_backend, cranfield, tmp_path):
     assert "225 judged queries" in table.output and "*" in table.output
 
 
-def test_tune_writes_settings_the_searcher_uses(cranfield_backend, cranfield, tmp_path):
-    output = tmp_path / "tuned.json"
-    result = CliRunner().invoke(cli, [
-        "tune", "--index", "cranfield", "--queries", str(cranfield / "queries.jsonl"),
-        "--qrels", str(cranfield / "qrels" / "test.tsv"), *backend_args(cranfield_backend),
-        "--output", str(output)], catch_exceptions=False)
-    assert result.exit_code == 0, result.output
-    assert "held-out 113 queries" in result.output and "paired t-test p = " in result.output
-    assert "best of 252 settings on 112 tuning queries" in result.output
-    settings = SearchSettings.load(output)
-    searcher = Searcher("cranfield", cranfield_backend, settings=settings)
-    assert searcher.settings == settings
-    hits = searcher.search("boundary layer", k=3)
-    fused = Fusion(settings.fusion, settings.combination, settings.weights, settings.rank_constant)(
-        {leg: [(h.id, h.score) for h in found] for leg, found in
-         searcher.retrieve("boundary layer", window=settings.window).items()})
-    assert [(h.id, h.score) for h in hits] == [(f.id, pytest.approx(f.score)) for f in fused[:3]]
+def test_tune_apply_records_settings_every_command_uses_until_cleared(cranfield_backend, cranfield, tmp_path):
+    output, args = tmp_path / "tuned.json", backend_args(cranfield_backend)
+    files = ["--queries", str(cranfield / "queries.jsonl"), "--qrels", str(cranfield / "qrels" / "test.tsv")]
+    try:
+        result = CliRunner().invoke(cli, ["tune", "--index", "cranfield", *files, *args, "--output", str(output),
+                                          "--apply", "--force"], catch_exceptions=False)
+        assert result.exit_code == 0, result.output
+        said = " ".join(result.output.split())  # as rich wrapped it, unwrapped
+        assert "held-out 113 queries" in said and "paired t-test p = " in said
+        assert "best of 252 settings on 112 tuning queries" in said and "recorded in cranfield" in said
+        settings = SearchSettings.load(output)
+        info = json.loads(CliRunner().invoke(cli, ["index", "info", "cranfield", *args]).stdout)
+        assert SearchSettings.from_dict(info["tuned"]["settings"]) == settings
+        assert info["tuned"]["chosen_on"]["qrels"] == str((cranfield / "qrels" / "test.tsv").resolve())
+        searcher = Searcher("cranfield", cranfield_backend)  # no settings given: the index's own
+        assert searcher.settings == settings
+        hits = searcher.search("boundary layer", k=3)
+        fused = Fusion(settings.fusion, settings.combination, settings.weights, settings.rank_constant)(
+            {leg: [(h.id, h.score) for h in found] for leg, found in
+             searcher.retrieve("boundary layer", window=settings.window).items()})
+        assert [(h.id, h.score) for h in hits] == [(f.id, pytest.approx(f.score)) for f in fused[:3]]
+        table = CliRunner().invoke(cli, ["eval", "--index", "cranfield", *files, *args, "--modes", "hybrid",
+                                         "--metrics", "ndcg@10"], catch_exceptions=False)
+        assert "fused with the index's tuned settings" in " ".join(table.output.split())
+        found = CliRunner().invoke(cli, ["search", "boundary layer", "--index", "cranfield", "-k", "3", *args,
+                                         "--json"], catch_exceptions=False)
+        assert [hit["id"] for hit in json.loads(found.stdout)] == [hit.id for hit in hits]
+    finally:
+        cleared = CliRunner().invoke(cli, ["tune", "--index", "cranfield", "--clear", *args])
+    assert cleared.exit_code == 0 and "removed" in cleared.output
+    assert Searcher("cranfield", cranfield_backend).settings == SearchSettings()

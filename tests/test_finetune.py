@@ -13,10 +13,13 @@ from hybrid.backends.local import LocalBackend
 from hybrid.cli import cli
 from hybrid.documents import Document
 from hybrid.embed import DEFAULT_MODEL, Embedder
-from hybrid.errors import HybridError, IndexNotFoundError
+from hybrid.errors import GateError, HybridError, IndexNotFoundError
 from hybrid.evaluate import load_qrels, load_queries
 from hybrid.finetune import (
+    DEV_METRIC,
+    FinetuneConfig,
     FinetuneReport,
+    Labels,
     finetune,
     gate,
     labelled_pairs,
@@ -101,10 +104,10 @@ def test_dev_judgments_must_not_overlap_training_judgments(cranfield):
     documents = read_documents(cranfield / "corpus.jsonl")[:50]
     queries = {"1": "what similarity laws must be obeyed", "2": "supersonic flow"}
     with pytest.raises(ValueError, match="in both the training and the dev judgments"):
-        finetune(documents, "unused", queries=queries, qrels={"1": {"1": 1}, "2": {"2": 1}},
-                 dev_qrels={"2": {"3": 1}}, progress=False)
+        finetune(documents, "unused", Labels(queries=queries, qrels={"1": {"1": 1}, "2": {"2": 1}},
+                                             dev_qrels={"2": {"3": 1}}), FinetuneConfig(progress=False))
     with pytest.raises(ValueError, match="dev judgments need the text of their queries"):
-        finetune(documents, "unused", dev_qrels={"2": {"3": 1}}, progress=False)
+        finetune(documents, "unused", Labels(dev_qrels={"2": {"3": 1}}), FinetuneConfig(progress=False))
 
 
 @pytest.fixture(scope="module")
@@ -112,9 +115,9 @@ def short_finetune(tmp_path_factory, cranfield):
     """A few real training steps on Cranfield without labels, at a learning rate that harms the model."""
     documents = read_documents(cranfield / "corpus.jsonl")[:150]
     output = tmp_path_factory.mktemp("tuned")
-    report = finetune(documents, output, epochs=1, batch_size=8, learning_rate=5e-3, max_steps=4,
-                      dev_share=0.3, progress=False, chunking="128/64",
-                      settings=SearchSettings(fusion="min_max", weights={"bm25": 0.5, "vector": 1.0}))
+    report = finetune(documents, output, config=FinetuneConfig(
+        batch_size=8, learning_rate=5e-3, max_steps=4, dev_share=0.3, progress=False, chunking="128/64",
+        settings=SearchSettings(fusion="min_max", weights={"bm25": 0.5, "vector": 1.0})))
     return report, documents
 
 
@@ -129,6 +132,11 @@ def test_short_finetune_saves_a_loadable_model_and_an_honest_report(short_finetu
     assert not report.promote and "NOT better" in report.verdict and not report.dev_judged
     # both models were judged as the index would use them: its chunking and its fusion
     assert report.settings["chunking"] == "128/64" and report.settings["fusion"]["fusion"] == "min_max"
+    # the dev curve: the base model (epoch 0), then the check where its 4 steps stopped, inside epoch 1
+    epochs = [point["epoch"] for point in report.epochs]
+    assert len(epochs) == 2 and epochs[0] == 0 and 0 < epochs[1] <= 1
+    assert all(0 <= point[DEV_METRIC] <= 1 for point in report.epochs)
+    assert report.epochs[1][DEV_METRIC] < report.epochs[0][DEV_METRIC]  # the wrecked model scores lower
 
 
 def test_mining_and_query_log_pairs_fuse_as_search_does(local_cranfield):
@@ -172,8 +180,10 @@ def test_reindex_switches_model_without_downtime_and_rolls_back(small_index, sho
 
     worker = threading.Thread(target=keep_querying)
     worker.start()
+    with pytest.raises(GateError, match="did not pass its evaluation"):  # the library enforces the gate too
+        reindex("reindexed", backend, Embedder(report.model), progress=False)
     try:
-        result = reindex("reindexed", backend, Embedder(report.model), progress=False)
+        result = reindex("reindexed", backend, Embedder(report.model), progress=False, force=True)
     finally:
         stop.set()
         worker.join()

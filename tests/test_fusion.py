@@ -5,9 +5,11 @@ import math
 
 import pytest
 from hypothesis import given
+from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
 from hybrid.backends.base import LegHit
+from hybrid.errors import BadRequestError, SourceError
 from hybrid.evaluate import LegRuns, choose, fusion_grid
 from hybrid.fusion import COMBINATIONS, METHODS, MIN_SCORE, Fusion, LegRank, combine, normalize, rrf
 from hybrid.settings import SearchSettings
@@ -189,7 +191,7 @@ def test_fusion_refuses_unknown_methods_and_negative_weights():
         Fusion("rrf", weights={"bm25": "1"})  # type: ignore[dict-item]
 
 
-def test_settings_file_round_trip_with_a_fusion_method(tmp_path):
+def test_settings_file_round_trip_and_every_mistake_in_one_refused_naming_the_file(tmp_path):
     settings = SearchSettings(fusion="z_score", combination="harmonic", weights={"bm25": 0.75, "vector": 1.0},
                               window=50)
     settings.save(tmp_path / "tuned.json")
@@ -201,10 +203,42 @@ def test_settings_file_round_trip_with_a_fusion_method(tmp_path):
                           ('{"weights": {"bm25": Infinity}}', "finite"),
                           ('{"rank_constant": 0}', "rank_constant must be at least 1"),
                           ('{"rank_constant": "60"}', "rank_constant must be a whole number"),
-                          ("[1, 2]", "expected a JSON object of settings, got list")):
+                          ("[1, 2]", "expected a JSON object of settings, got list"),
+                          ('{"windw": 10}', "unknown setting 'windw'"),
+                          ('{"window": true}', "window must be a whole number, got True"),
+                          ('{"rank_constant": false}', "rank_constant must be a whole number"),
+                          ('{"weights": {"bm25": true}}', "weights must map legs to numbers"),
+                          ('{"weights": {"bm25": 0, "vector": 0}}', "give every leg 0"),
+                          ('{"window": 10,\n}', r"line 2 column 1: not JSON")):
         (tmp_path / "bad.json").write_text(text)
-        with pytest.raises(ValueError, match=message):
+        with pytest.raises(SourceError, match=message) as refused:
             SearchSettings.load(tmp_path / "bad.json")
+        assert str(refused.value).startswith(str(tmp_path / "bad.json"))  # the file is named
+
+
+JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
+                    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+                    max_leaves=6)
+SETTING_NAMES = st.sampled_from([*SearchSettings.__dataclass_fields__, "windw", ""])
+
+
+@hypothesis_settings(deadline=None)  # the first example pays for imports
+@given(st.dictionaries(SETTING_NAMES, JSON | st.dictionaries(st.sampled_from(["bm25", "vector", "x"]), JSON)))
+def test_any_json_object_is_settings_that_round_trip_or_refused_as_a_source_error(data):
+    try:
+        loaded = SearchSettings.from_dict(data, "f.json")
+    except SourceError as refused:
+        assert str(refused).startswith("f.json: ")
+        return
+    assert SearchSettings.from_dict(loaded.to_dict()) == loaded
+
+
+def test_settings_that_would_rank_every_hit_zero_are_refused_in_a_search_too(tmp_path):
+    from hybrid.backends.local import LocalBackend
+    from hybrid.searcher import Searcher
+
+    with pytest.raises(BadRequestError, match="give every leg 0"):  # before the index is even looked up
+        Searcher("absent", LocalBackend(tmp_path)).search("boundary layer", weights={"bm25": 0, "vector": 0.0})
 
 
 def legs(bm25, vector):

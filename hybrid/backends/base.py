@@ -67,13 +67,18 @@ class IndexMeta:
     """How documents were encoded (fp32, or int8 by the quantised ONNX export); queries must match."""
     chunking: str = ""
     """``TOKENS/STRIDE`` when long documents are embedded as windows (see ``chunking``), else empty."""
+    tuned: Mapping[str, Any] | None = None
+    """The fusion settings ``hybrid tune --apply`` chose for this index (``settings``) and what they were
+    chosen on (``chosen_on``: queries, judgments, metric, held-out scores, the t-test's p), as JSON. Kept
+    across ingests and carried by a re-index; searches use them unless told otherwise."""
 
     @property
     def chunks(self) -> Chunking | None:
         return Chunking.parse(self.chunking) if self.chunking else None
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "text_fields": list(self.text_fields)}
+        return {**asdict(self), "text_fields": list(self.text_fields),
+                "tuned": dict(self.tuned) if self.tuned else None}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> IndexMeta:
@@ -249,6 +254,11 @@ class Backend(Protocol):
 
     def new_version(self, index: str, meta: IndexMeta) -> tuple[str, IndexWriter]:
         """An empty new version of ``index`` that searches do not see until ``switch``."""
+        ...
+
+    def record_meta(self, index: str, meta: IndexMeta) -> None:
+        """Record ``meta`` in the serving version of ``index`` (what is decided after it was built: its tuned
+        fusion settings), leaving every document as it is. Call it holding the lock."""
         ...
 
     def switch(self, index: str, version: str) -> None:

@@ -451,6 +451,12 @@ class LocalBackend:
         writer = LocalWriter(self, index, meta, fresh=True)
         return writer.final.name, writer
 
+    def record_meta(self, index: str, meta: IndexMeta) -> None:
+        """A new version with the same documents and ``meta``: versions are never changed in place (a
+        reader may have one loaded), and the swap is as atomic and durable as any write's."""
+        with self.writer(index, meta) as writer:
+            writer.commit()
+
     def close(self) -> None:
         """Nothing to release: every read opens and closes its own files."""
 

@@ -775,6 +775,14 @@ class OpenSearchBackend:
                                         **self._write_options)
         return version, OpenSearchWriter(self, version, fresh=True, meta=meta)
 
+    def record_meta(self, index: str, meta: IndexMeta) -> None:
+        """Rewrite ``_meta.hybrid`` of the serving version; the rest of ``_meta`` (what rollback reads) is
+        kept, as a mapping update replaces ``_meta`` whole."""
+        serving = self._serving(index)
+        recorded = {**self._mapping_meta(serving), "hybrid": meta.to_dict()}
+        with self._errors(index):
+            self._writes.indices.put_mapping(index=serving, body={"_meta": recorded}, **self._write_options)
+
     def close(self) -> None:
         """Close the client's connections to every node, where the client is this backend's own."""
         if self._owns_client:
