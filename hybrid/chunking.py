@@ -101,12 +101,11 @@ def _encodable(text: str) -> str:
 
 
 def longer_share(texts: Sequence[str], tokenizer: Tokenizer, max_tokens: int) -> float:
-    """The share of ``texts`` (a sample of at most ``RULE_SAMPLE``) longer than ``max_tokens`` word pieces,
-    special tokens included; ``tokenizer`` must not truncate."""
-    sample = texts[:: max(1, len(texts) // RULE_SAMPLE)]
-    if not sample:
+    """The share of ``texts`` (the caller samples them: ``RULE_SAMPLE``) longer than ``max_tokens`` word
+    pieces, special tokens included; ``tokenizer`` must not truncate."""
+    if not texts:
         return 0.0
-    return sum(len(tokenizer.encode(_encodable(text)).ids) > max_tokens for text in sample) / len(sample)
+    return sum(len(tokenizer.encode(_encodable(text)).ids) > max_tokens for text in texts) / len(texts)
 
 
 def default_chunking(share_longer: float) -> Chunking | None:

@@ -115,6 +115,16 @@ def text_fields_list(ctx: click.Context, param: click.Parameter, value: str | No
 
 def backend_options(command: Callable[..., Any]) -> Callable[..., Any]:
     """Add the options that choose a backend, and pass the opened backend as ``backend``."""
+    return _backend_options(command, lazy=False)
+
+
+def lazy_backend_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """``backend_options`` for a command that may not need a backend: it gets ``open_chosen_backend``, a function
+    that opens the chosen one, so that nothing is opened or asked of a cluster unless it is called."""
+    return _backend_options(command, lazy=True)
+
+
+def _backend_options(command: Callable[..., Any], lazy: bool) -> Callable[..., Any]:
 
     @click.option("--data-dir", envvar="HYBRID_DATA_DIR", type=click.Path(file_okay=False),
                   help="Folder of the local indexes [env HYBRID_DATA_DIR; default ~/.hybrid/indexes].")
@@ -137,8 +147,9 @@ def backend_options(command: Callable[..., Any]) -> Callable[..., Any]:
                  == click.core.ParameterSource.COMMANDLINE}
         if typed:  # what is typed wins over what the environment says (ELASTICSEARCH_URL is often set for others)
             where = {name: value if name in typed else None for name, value in where.items()}
-        return command(backend=chosen_backend(**where, ca_certs=ca_certs,
-                                              verify_certs=False if no_verify_certs else None), **kwargs)
+        opened = functools.partial(chosen_backend, **where, ca_certs=ca_certs,
+                                   verify_certs=False if no_verify_certs else None)
+        return command(open_chosen_backend=opened, **kwargs) if lazy else command(backend=opened(), **kwargs)
 
     return wrapper
 
@@ -457,7 +468,7 @@ def eval_command(backend: Backend, index: str | None, queries: str | None, qrels
                                 else "") + f"; fused with {settings_origin(searcher, settings_path)}; "
                   "* marks the best value of each metric")
     if with_test:
-        click.echo(ev.compare_runs(judged, runs, metric_list))
+        click.echo(ev.compare_runs({q: judged[q] for q in runs[mode_list[0]]}, runs, metric_list))
 
 
 @cli.command("tune")
@@ -490,8 +501,8 @@ def tune_command(backend: Backend, index: str | None, queries: str | None, qrels
     from . import tuning
 
     if clear:
-        if not index or apply_to_index:
-            raise click.UsageError("--clear takes --index NAME and nothing to tune")
+        if not index or apply_to_index or force or queries or qrels or heldout_qrels or beir:
+            raise click.UsageError("--clear takes --index NAME alone (nothing is tuned)")
         said = "removed" if tuning.clear(backend, index) else "had none"
         console.print(f"{index}: recorded fusion settings {said}; its searches use the defaults")
         return
@@ -570,8 +581,9 @@ def describe_settings(settings: SearchSettings) -> str:
 @click.option("--text-fields", default=None, callback=text_fields_list,
               help="As for `hybrid ingest` [default: title,text].")
 @click.option("--json", "as_json", is_flag=True)
-@backend_options
-def finetune_command(backend: Backend, corpus: str, queries: str | None, qrels: str | None, dev_qrels: str | None,
+@lazy_backend_options
+def finetune_command(open_chosen_backend: Callable[[], Backend], corpus: str, queries: str | None, qrels: str | None,
+                     dev_qrels: str | None,
                      log_queries: str | None, output: str, base_model: str, max_epochs: int, patience: int,
                      batch_size: int, learning_rate: float, dev_share: float, max_steps: int, index: str | None,
                      chunking: str | None, settings_path: str | None, id_field: str | None,
@@ -585,7 +597,7 @@ def finetune_command(backend: Backend, corpus: str, queries: str | None, qrels: 
     if bool(queries) != bool(qrels or dev_qrels):
         raise click.UsageError("--queries goes with --qrels and/or --dev-qrels (leave all out to train without labels)")
     documents = read_documents(corpus, id_field=id_field, text_fields=text_fields)
-    meta = backend.meta(index) if index else None
+    meta = open_chosen_backend().meta(index) if index else None
     labels = Labels(queries=ev.load_queries(queries) if queries else None,
                     qrels=ev.load_qrels(qrels) if qrels else None,
                     dev_qrels=ev.load_qrels(dev_qrels) if dev_qrels else None,

@@ -27,7 +27,7 @@ from .searcher import MODES, Mode, Searcher
 from .settings import SearchSettings
 
 DEFAULT_METRICS = ("ndcg@10", "recall@100", "mrr@10", "map@100")
-METRIC_NAMES = ("ndcg", "recall", "precision", "mrr", "map", "hits", "hit_rate", "f1", "r_precision", "bpref",
+METRIC_NAMES = ("ndcg", "recall", "precision", "mrr", "map", "hits", "hit_rate", "f1", "r-precision", "bpref",
                 "ndcg_burges", "dcg", "dcg_burges")
 """ranx's metrics that take judgments alone (each ``NAME`` or ``NAME@K``)."""
 Run = dict[str, dict[str, float]]

@@ -100,8 +100,9 @@ def split_by_query(pairs: Sequence[Pair], dev_share: float, seed: int = 13) -> t
 def _fused_ids(searcher: Searcher, queries: Sequence[str], depth: int) -> list[list[str]]:
     """Each query's top ``depth`` hybrid ids, fused with the searcher's settings from legs as deep as a
     search for them would retrieve, queries encoded at once."""
-    legs_depth = candidate_depth(searcher.settings.window, depth)
-    return [[hit.id for hit in searcher.settings.fuse(legs, legs_depth, limit=depth)]
+    settings = searcher.settings  # read once: a property that looks up the serving version
+    legs_depth = candidate_depth(settings.window, depth)
+    return [[hit.id for hit in settings.fuse(legs, legs_depth, limit=depth)]
             for legs in searcher.retrieve_many(queries, window=legs_depth)]
 
 

@@ -16,7 +16,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .backends.base import Backend, IndexMeta, IndexWriter, StoredDocument, WriteFailure, check_index_name
-from .chunking import Chunking, default_chunking, longer_share, plain, windows
+from .chunking import RULE_SAMPLE, Chunking, default_chunking, longer_share, plain, windows
 from .documents import DEFAULT_TEXT_FIELDS, Document
 from .embed import Encoder
 from .errors import HybridError, IncompatibleIndexError
@@ -60,7 +60,8 @@ def chosen_chunking(requested: str | None, existing: IndexMeta | None, documents
     (``chunking.default_chunking``)."""
     if requested is not None or existing is not None or not documents:
         return chunking_setting(requested, existing), ""
-    share = longer_share([d.text for d in documents], plain(embedder.tokenizer), embedder.max_tokens)
+    sample = documents[:: max(1, len(documents) // RULE_SAMPLE)][:RULE_SAMPLE]
+    share = longer_share([d.text for d in sample], plain(embedder.tokenizer), embedder.max_tokens)
     rule = default_chunking(share)
     said = (f"{share:.0%} of the documents are longer than the model reads ({embedder.max_tokens} word pieces): "
             + (f"embedded as {rule} windows (--chunk off: whole)" if rule else "embedded whole (--chunk "

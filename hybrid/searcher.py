@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 from .backends import open_backend
 from .backends.base import Backend, Filters, IndexMeta, LegHit, LegQuery, Snapshot, check_index_name
 from .embed import Encoder, Precision
-from .errors import BadRequestError, VersionGoneError
+from .errors import BadRequestError, SourceError, VersionGoneError
 from .fusion import Combination, Method
 from .hits import Hit
 from .onnx_encoder import EncoderKind, query_encoder_for
@@ -102,6 +102,7 @@ class BaseSearcher:
         self.index = index
         self.backend = backend or self._open(data_dir, opensearch, client, elasticsearch)
         self._given_settings = settings
+        self._recorded: tuple[IndexMeta, SearchSettings | None] | None = None  # a version's record, read once
         self.snapshot_ttl_s = self.backend.snapshot_ttl_s if snapshot_ttl_s is None else snapshot_ttl_s
         self._given = embedder
         self._encoder_kind = query_encoder
@@ -128,9 +129,20 @@ class BaseSearcher:
 
     def _settings(self, snapshot: Snapshot | None) -> SearchSettings:
         """The fusion settings searches use: the ones given, else the ones recorded in the version
-        (``None``: not read yet), else the defaults."""
-        recorded = recorded_settings(snapshot.meta) if snapshot and not self._given_settings else None
-        return self._given_settings or recorded or SearchSettings()
+        (``None``: not read yet), else the defaults. A version's record is read once; one that cannot be
+        read (written by a newer hybrid, or edited by hand) is said once, and the defaults used."""
+        if self._given_settings or snapshot is None or not snapshot.meta.tuned:
+            return self._given_settings or SearchSettings()
+        parsed = self._recorded
+        if parsed is None or parsed[0] is not snapshot.meta:
+            try:
+                parsed = (snapshot.meta, recorded_settings(snapshot.meta))
+            except SourceError as unreadable:
+                self._say_once(f"{self.index}: {unreadable}; searching with the default settings until "
+                               f"`hybrid tune --index {self.index} --clear` (or --apply) records readable ones")
+                parsed = (snapshot.meta, None)
+            self._recorded = parsed
+        return parsed[1] or SearchSettings()
 
     def _encode(self, snapshot: Snapshot, texts: list[str]) -> np.ndarray:
         return self._embedder(snapshot).encode(texts)
@@ -206,6 +218,9 @@ class BaseSearcher:
             return (yield from self._search(snapshot, query, k, mode, filters, settings, depth, offset, explain))
         except VersionGoneError:  # a write replaced the pinned version: answer from the serving one
             snapshot = yield from self._current(refresh=True)
+            settings = self._settings(snapshot).but(**overrides)
+            depth = candidate_depth(settings.window, offset + k)
+            self._check([query], mode, depth)
             return (yield from self._search(snapshot, query, k, mode, filters, settings, depth, offset, explain))
 
     def _search(self, snapshot: Snapshot, query: str, k: int, mode: Mode, filters: Filters | None,

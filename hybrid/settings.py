@@ -105,4 +105,7 @@ def recorded_settings(meta: IndexMeta) -> SearchSettings | None:
     unless told otherwise."""
     if not meta.tuned:
         return None
-    return SearchSettings.from_dict(meta.tuned.get("settings"), "the fusion settings recorded in the index")
+    where = "the fusion settings recorded in the index"
+    if not isinstance(meta.tuned, Mapping):
+        raise SourceError(f"{where}: expected a JSON object, got {type(meta.tuned).__name__}")
+    return SearchSettings.from_dict(meta.tuned.get("settings"), where)

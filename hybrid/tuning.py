@@ -46,11 +46,12 @@ def record(backend: Backend, index: str, result: TuneResult, inputs: Mapping[str
     why_not = refusal(result)
     if why_not and not force:
         raise GateError(f"not applied to {index!r}: {why_not}; the index keeps its settings")
-    tuned = {"settings": result.best.to_dict(),
-             "chosen_on": {**chosen_on(result, **inputs), "forced": bool(why_not),
-                           "recorded_at": datetime.now(UTC).isoformat(timespec="seconds")}}
     with backend.lock(index):
-        backend.record_meta(index, replace(backend.meta(index), tuned=tuned))
+        meta = backend.meta(index)
+        tuned = {"settings": result.best.to_dict(),  # with the model and windows whose legs it fused
+                 "chosen_on": {**chosen_on(result, **inputs), "model": meta.model, "chunking": meta.chunking or "off",
+                               "forced": bool(why_not), "recorded_at": datetime.now(UTC).isoformat(timespec="seconds")}}
+        backend.record_meta(index, replace(meta, tuned=tuned))
     return tuned
 
 

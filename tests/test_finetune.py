@@ -227,7 +227,9 @@ def test_finetune_cli_without_labels_judged_on_dev_qrels(tmp_path, cranfield, pa
         extra = ["--log-queries", str(tmp_path / "log.jsonl")]
     result = CliRunner().invoke(cli, ["finetune", "--corpus", str(corpus), "--output", str(tmp_path / "model"),
                                       "--queries", str(queries), "--dev-qrels", str(dev_qrels), *extra,
-                                      "--max-steps", "1", "--batch-size", "4", "--json"], catch_exceptions=False)
+                                      "--max-steps", "1", "--batch-size", "4", "--json"], catch_exceptions=False,
+                                # no --index: the cluster settings of the environment are never used, nor tried
+                                env={"OPENSEARCH_URL": "http://127.0.0.1:9", "ELASTICSEARCH_URL": "http://127.0.0.1:9"})
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     assert report["model"] == str((tmp_path / "model").resolve()) and report["settings"]["pairs"] == pairs

@@ -59,7 +59,7 @@ def test_recorded_settings_are_used_kept_across_ingest_and_reindex_and_cleared(s
     assert tuned["chosen_on"] | {"recorded_at": None} == {
         "queries": "q.jsonl", "qrels": "t.tsv", "metric": "ndcg@10", "tuning_queries": 20, "tuning_score": 0.61,
         "heldout_queries": 20, "heldout_score": 0.55, "default_heldout_score": 0.50, "p_value": 0.042,
-        "settings_tried": 252, "forced": False, "recorded_at": None}
+        "settings_tried": 252, "model": embedder.name, "chunking": "off", "forced": False, "recorded_at": None}
     assert Searcher("tuned-small", backend).settings == CHOSEN  # nothing given: the index's own
     assert asyncio.run(async_settings(backend, "tuned-small")) == CHOSEN
     given = SearchSettings(window=7)
@@ -110,6 +110,10 @@ def test_eval_scores_exactly_the_queries_it_ran(local_cranfield, cranfield, tmp_
     assert json.loads(full.stdout)["hybrid"]["ndcg@10"] > 0.25  # 0.0542 when the 185 others counted 0
     said = " ".join(CliRunner().invoke(cli, [*args, "--qrels", str(cranfield / "qrels" / "test.tsv")]).output.split())
     assert "40 judged queries scored" in said and f"{len(judged) - 40} judged query ids without text" in said
+    test_qrels = str(cranfield / "qrels" / "test.tsv")
+    compared = CliRunner().invoke(cli, [*args, "--modes", "bm25,hybrid", "--qrels", test_qrels, "--compare"])
+    assert compared.exit_code == 0, compared.output
+    assert "bm25" in compared.output and "Traceback" not in compared.output
 
 
 def test_tuning_on_judgments_of_another_index_is_refused_before_trying_settings(local_cranfield, cranfield,
@@ -130,6 +134,27 @@ def test_tuning_on_judgments_of_another_index_is_refused_before_trying_settings(
 def test_a_metric_ranx_cannot_compute_is_refused_as_it_is_parsed(tmp_path, command, metric, said):
     refused = CliRunner().invoke(cli, [command, "--index", "absent", *metric, "--data-dir", str(tmp_path)])
     assert refused.exit_code == 2 and said in refused.output and "Traceback" not in refused.output
+
+
+def test_a_record_this_version_cannot_read_is_said_once_and_the_defaults_used(tmp_path, embedder, caplog):
+    from dataclasses import replace
+
+    backend = LocalBackend(tmp_path)
+    ingest_documents(DOCUMENTS, "future", backend, embedder, progress=False)
+    with backend.lock("future"):  # as a newer hybrid might write it: a fusion method this one does not know
+        backend.record_meta("future", replace(backend.meta("future"), tuned={"settings": {"fusion": "rrf2"}}))
+    searcher = Searcher("future", backend)
+    with caplog.at_level("WARNING", logger="hybrid"):
+        assert searcher.search("electricity", k=2) and searcher.search("wind", k=2)
+    assert searcher.settings == SearchSettings()
+    said = [r.getMessage() for r in caplog.records if "recorded in the index" in r.getMessage()]
+    assert len(said) == 1 and "hybrid tune --index future --clear" in said[0] and "rrf2" in said[0]
+    cleared = CliRunner().invoke(cli, ["tune", "--index", "future", "--clear", "--data-dir", str(tmp_path)])
+    assert cleared.exit_code == 0 and backend.meta("future").tuned is None
+    (tmp_path / "t.tsv").write_text("1\tsun\t1\n")
+    mixed = CliRunner().invoke(cli, ["tune", "--index", "future", "--clear", "--qrels", str(tmp_path / "t.tsv"),
+                                     "--data-dir", str(tmp_path)])
+    assert mixed.exit_code == 2 and "--clear takes --index NAME alone" in mixed.output
 
 
 def test_reindex_with_only_a_precision_is_a_reindex(tmp_path, embedder):

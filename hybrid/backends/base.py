@@ -67,7 +67,7 @@ class IndexMeta:
     """How documents were encoded (fp32, or int8 by the quantised ONNX export); queries must match."""
     chunking: str = ""
     """``TOKENS/STRIDE`` when long documents are embedded as windows (see ``chunking``), else empty."""
-    tuned: Mapping[str, Any] | None = None
+    tuned: Mapping[str, Any] | None = field(default=None, hash=False)
     """The fusion settings ``hybrid tune --apply`` chose for this index (``settings``) and what they were
     chosen on (``chosen_on``: queries, judgments, metric, held-out scores, the t-test's p), as JSON. Kept
     across ingests and carried by a re-index; searches use them unless told otherwise."""
