@@ -8,10 +8,12 @@ For each collection, in a fresh embedded data folder, through the command line a
    what the rule gained or saved: nDCG@10, vectors, index size and ingest seconds side by side;
 2. with train judgments (SciFact): ``hybrid tune --apply`` on train, then ``hybrid eval``: the index's tuned
    settings;
-3. with train judgments and ``--finetune``: ``hybrid finetune --corpus --queries --qrels train --output M``,
-   ``hybrid reindex --index NAME --model M`` (refused by the gate: said, and not forced), then ``hybrid eval``.
+3. ``--finetune``, on the index 1-2 left in ``--work``: ``hybrid finetune --corpus --queries --qrels train
+   --output M``, ``hybrid reindex --index NAME --model M`` (refused by the gate: said, and not forced), then
+   ``hybrid eval``.
 
-    python bench/defaults_bench.py [--collections scifact,cranfield,cisi] [--finetune]
+    python bench/defaults_bench.py [--collections scifact,cranfield,cisi] [--work DIR]
+    python bench/defaults_bench.py --collections scifact --work DIR --finetune   # step 3, on step 1-2's index
 
 Writes bench/results/defaults.json: ingest seconds, the chunking chosen and why, nDCG@10 per mode, the
 tuning's verdict, the fine-tune's dev curve. The test judgments are used for the figures and nothing else.
@@ -65,7 +67,8 @@ def ingested(source: Path, index: str, data_dir: Path, *options: str) -> dict:
             "index_mb": round(sum(f.stat().st_size for f in folder.rglob("*") if f.is_file()) / 1e6, 1)}
 
 
-def collection(name: str, finetune: bool, work: Path) -> dict:
+def collection(name: str, work: Path) -> dict:
+    """Steps 1 and 2 for one collection, in ``work``."""
     folder, data_dir = DATA / name, work / name
     figures: dict = {"ingest": ingested(folder / "corpus.jsonl", name, data_dir)}
     figures["defaults"] = evaluated(name, folder, data_dir)
@@ -85,34 +88,44 @@ def collection(name: str, finetune: bool, work: Path) -> dict:
         figures["tune"] = {"said": one_line(str(refused)), "applied": False}
     figures["tuned"] = evaluated(name, folder, data_dir)
     print(name, json.dumps({k: figures[k] for k in ("tune", "tuned")}), flush=True)
-    if finetune:
-        model = work / f"{name}-model"
-        started = time.perf_counter()
-        said = hybrid("finetune", "--corpus", str(folder / "corpus.jsonl"), "--queries", queries, "--qrels",
-                      str(train), "--output", str(model), "--json", data_dir=data_dir)
-        report = json.loads(said)
-        figures["finetune"] = {"minutes": round((time.perf_counter() - started) / 60, 1), "epochs": report["epochs"],
-                               "promote": report["promote"], "verdict": report["verdict"],
-                               "chunking": report["settings"]["chunking"]}
-        try:
-            hybrid("reindex", "--index", name, "--model", str(model), "--quiet", data_dir=data_dir)
-            figures["finetuned"] = evaluated(name, folder, data_dir)
-        except RuntimeError as refused:
-            figures["finetune"]["reindex"] = one_line(str(refused))
-        print(name, json.dumps({k: figures.get(k) for k in ("finetune", "finetuned")}), flush=True)
+    return figures
+
+
+def finetuned(name: str, work: Path) -> dict:
+    """Step 3 on the index steps 1 and 2 left in ``work``: fine-tune with only the required options, switch
+    the index to the model where the gate lets it, and score it (with the index's recorded settings)."""
+    folder, data_dir, model = DATA / name, work / name, work / f"{name}-model"
+    started = time.perf_counter()
+    report = json.loads(hybrid("finetune", "--corpus", str(folder / "corpus.jsonl"), "--queries",
+                               str(folder / "queries.jsonl"), "--qrels", str(folder / "qrels" / "train.tsv"),
+                               "--output", str(model), "--json", data_dir=data_dir))
+    figures: dict = {"finetune": {"minutes": round((time.perf_counter() - started) / 60, 1),
+                                  "epochs": report["epochs"], "dev_before": report["before"],
+                                  "dev_after": report["after"], "promote": report["promote"],
+                                  "verdict": report["verdict"], "chunking": report["settings"]["chunking"]}}
+    try:
+        hybrid("reindex", "--index", name, "--model", str(model), "--quiet", data_dir=data_dir)
+        figures["finetuned"] = evaluated(name, folder, data_dir)
+    except RuntimeError as refused:
+        figures["finetune"]["reindex"] = one_line(str(refused))
+    print(name, json.dumps(figures), flush=True)
     return figures
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--collections", default="scifact,cranfield,cisi")
-    parser.add_argument("--finetune", action="store_true", help="also fine-tune where there are train judgments")
+    parser.add_argument("--work", type=Path, help="where the indexes and models stay [default: a temporary folder]")
+    parser.add_argument("--finetune", action="store_true", help="step 3 only, on the indexes --work holds")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "defaults.json")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="hybrid-defaults-") as work:
-        results = {name: collection(name, args.finetune, Path(work)) for name in args.collections.split(",")}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2))
+    step = finetuned if args.finetune else collection
+    with tempfile.TemporaryDirectory(prefix="hybrid-defaults-") as scratch:
+        work = args.work or Path(scratch)
+        results = {name: step(name, work) for name in args.collections.split(",")}
+    out = args.out.with_name(f"{args.out.stem}-finetune.json") if args.finetune else args.out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2))
     print(json.dumps(results, indent=2))
 
 

@@ -131,11 +131,11 @@ def test_a_model_the_export_cannot_reproduce_falls_back_to_torch(other_space_mod
 
 
 def test_a_fine_tuned_model_carries_an_export_with_its_vectors(tmp_path, cranfield):
-    from hybrid.finetune import finetune
+    from hybrid.finetune import FinetuneConfig, finetune
     from hybrid.sources import read_documents
 
-    report = finetune(read_documents(cranfield / "corpus.jsonl")[:60], tmp_path / "tuned", epochs=1, batch_size=8,
-                      learning_rate=1e-3, max_steps=2, dev_share=0.3, progress=False)
+    report = finetune(read_documents(cranfield / "corpus.jsonl")[:60], tmp_path / "tuned", config=FinetuneConfig(
+        batch_size=8, learning_rate=1e-3, max_steps=2, dev_share=0.3, progress=False))
     export = Path(report.model) / "hybrid-onnx-fp32"
     assert (export / MANIFEST).is_file()  # made by finetune: queries against its index never wait for it
     texts = HOSTILE_TEXTS[:4] + ["aerodynamic heating of a cone"]
