@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -17,7 +18,7 @@ from cluster import Nodes, cli_args
 from hybrid.backends.base import IndexMeta, StoredDocument, WriteFailure
 from hybrid.backends.elasticsearch import ElasticsearchBackend
 from hybrid.backends.opensearch import Connection, IndexLayout, OpenSearchBackend, OpenSearchWriter
-from hybrid.errors import HybridError, IndexNotFoundError
+from hybrid.errors import ClusterUnavailableError, HybridError, IndexNotFoundError
 from hybrid.searcher import Searcher
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -168,8 +169,9 @@ def test_node_lost_midway_then_rerun_completes_without_duplicates(opensearch, cr
     try:
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline and run.poll() is None:
-            if opensearch.exists(index) and opensearch.count(index) > 0:
-                break
+            with contextlib.suppress(ClusterUnavailableError):  # 503 while the new index's shard starts
+                if opensearch.exists(index) and opensearch.count(index) > 0:
+                    break
             time.sleep(0.5)
         node.stop(1)
         _, stderr = run.communicate(timeout=300)
