@@ -5,7 +5,9 @@ itself: title -> body, and inverse-cloze pairs (one sentence -> the rest of its 
 gets a hard negative mined with the project's own hybrid retrieval under the base model (judged
 positives and near-duplicates of them excluded). Training is sentence-transformers' trainer with
 MultipleNegativesRankingLoss; a dev share of the queries is held out (or separate dev judgments are
-given), evaluated every epoch (best checkpoint kept), and scored before and after on the whole corpus.
+given) and scored before training and after every epoch; training runs up to ``FinetuneConfig.max_epochs``
+(4), stops once ``patience`` epochs bring no gain on dev (never on test), and keeps the best epoch's
+weights; the curve is reported. The model is then scored before and after on the whole corpus.
 The model is marked for promotion only when it beats the base model there, on judged queries: a dev
 share of pseudo-queries rewards the training task itself (on SciFact it rose while real queries fell).
 With a chunked index, judged documents and negatives are trained as their best window for the query

@@ -207,21 +207,21 @@ class BaseSearcher:
             raise BadRequestError(f"offset must not be negative, got {offset}")
         overrides = {"fusion": fusion, "combination": combination, "rank_constant": rank_constant,
                      "weights": weights, "window": window}
-        settings = self._settings(None).but(**overrides)
-        # before any I/O: a bad query is a 400 even while the cluster is down
-        self._check([query], mode, candidate_depth(settings.window, offset + k))
-        snapshot = yield from self._current()
-        settings = self._settings(snapshot).but(**overrides)  # the index's own, where it records them
-        depth = candidate_depth(settings.window, offset + k)
-        self._check([query], mode, depth)
-        try:
-            return (yield from self._search(snapshot, query, k, mode, filters, settings, depth, offset, explain))
-        except VersionGoneError:  # a write replaced the pinned version: answer from the serving one
-            snapshot = yield from self._current(refresh=True)
-            settings = self._settings(snapshot).but(**overrides)
+
+        def planned(snapshot: Snapshot | None) -> tuple[SearchSettings, int]:
+            """The settings and candidate depth for ``snapshot`` (None: before any I/O), checked."""
+            settings = self._settings(snapshot).but(**overrides)  # the index's own, where it records them
             depth = candidate_depth(settings.window, offset + k)
             self._check([query], mode, depth)
-            return (yield from self._search(snapshot, query, k, mode, filters, settings, depth, offset, explain))
+            return settings, depth
+
+        planned(None)  # before any I/O: a bad query is a 400 even while the cluster is down
+        snapshot = yield from self._current()
+        try:
+            return (yield from self._search(snapshot, query, k, mode, filters, *planned(snapshot), offset, explain))
+        except VersionGoneError:  # a write replaced the pinned version: answer from the serving one
+            snapshot = yield from self._current(refresh=True)
+            return (yield from self._search(snapshot, query, k, mode, filters, *planned(snapshot), offset, explain))
 
     def _search(self, snapshot: Snapshot, query: str, k: int, mode: Mode, filters: Filters | None,
                 settings: SearchSettings, depth: int, offset: int, explain: bool) -> Steps[list[Hit]]:
