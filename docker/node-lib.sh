@@ -4,16 +4,17 @@
 #
 # The engine's script sets: engine (its name in messages), version, port, nodes, heap, cache, run_user,
 # java_opts_var (the variable the launcher reads for JVM options), launcher (bin/NAME), manager_setting
-# (the setting naming the first cluster-manager nodes), extra_settings (more -E options), and defines
+# (the setting naming the first cluster-manager nodes), extra_settings (more -E options), extra_java_opts
+# (more JVM options), and defines
 # install (make $home a complete installation). Then it calls node_main "$@".
 #
 # Node I of N listens for HTTP on port + I - 1 and for transport on that + 100; with N > 1 the nodes find
 # each other through discovery.seed_hosts (every node is manager-eligible and holds data), and keep their
 # data in their own folder, apart from the single node's.
 
-fetch() {  # $1 = group:artifact:version:packaging: the file, fetched once into $cache
+fetch() {  # $1 = group:artifact:version:packaging[:classifier]: the file, fetched once into $cache
   local name
-  name=$(echo "$1" | awk -F: '{print $2 "-" $3 "." $4}')
+  name=$(echo "$1" | awk -F: '{print $2 "-" $3 ($5 ? "-" $5 : "") "." $4}')
   if [ ! -s "$cache/$name" ]; then
     echo "fetching $1" >&2
     mvn -B -q -Dstyle.color=never dependency:copy -Dartifact="$1" -DoutputDirectory="$cache" >&2
@@ -79,7 +80,7 @@ launch() {  # $1 = node: start it in the background
   if running "$1"; then echo "node $1 already running at http://127.0.0.1:$(node_port "$1") (pid $(cat "$pidfile"))"; return; fi
   mkdir -p "$data/data" "$data/logs"
   # shellcheck disable=SC2046,SC2086  # cluster_settings and extra_settings are lists of -E options
-  as_runner env "$java_opts_var=-Xms$heap -Xmx$heap" "$home/$launcher" -d -p "$pidfile" \
+  as_runner env "$java_opts_var=-Xms$heap -Xmx$heap${extra_java_opts:+ $extra_java_opts}" "$home/$launcher" -d -p "$pidfile" \
     $(cluster_settings "$1") -Enetwork.host=127.0.0.1 -Ehttp.port="$(node_port "$1")" \
     -Etransport.port="$(($(node_port "$1") + 100))" -Epath.data="$data/data" -Epath.logs="$data/logs" \
     -Ecluster.routing.allocation.disk.threshold_enabled=false $extra_settings \

@@ -14,10 +14,14 @@
 #
 # --neural (or OPENSEARCH_NEURAL=1) runs a second installation that adds the neural-search plugin and
 # the plugins it needs (job-scheduler, ml-commons: 360 MB more to fetch once) for OpenSearch's own
-# hybrid query and search pipelines; its nodes keep their data apart from the plain ones'.
+# hybrid query and search pipelines; its nodes keep their data apart from the plain ones'. They run models
+# (ML Commons on every node, no `ml` role needed, memory and disk breakers off for small nodes) without the
+# internet: ML Commons' ONNX runtime leans on PyTorch, which DJL would download on first use, so libtorch
+# 2.5.1 and DJL's JNI for it are fetched once from Maven (the jars DJL publishes) and handed to every node
+# (PYTORCH_LIBRARY_PATH), 2.19 as 3.x.
 #
 # Environment: OPENSEARCH_VERSION (3.6.0; 2.13.0 or later), OPENSEARCH_PORT (9200), OPENSEARCH_NODES (1),
-# OPENSEARCH_HEAP (512m per node), HYBRID_CACHE (~/.cache/hybrid), OPENSEARCH_RUN_USER (hybrid-os,
+# OPENSEARCH_HEAP (512m per node; 1g with --neural), HYBRID_CACHE (~/.cache/hybrid), OPENSEARCH_RUN_USER (hybrid-os,
 # created when running as root), OPENSEARCH_JAVA_HOME (2.x runs on JAVA_HOME or the java on PATH, as Java
 # 17 is enough; 3.x needs 21 or newer: JAVA_HOME where it is one, else the newest under OPENSEARCH_JVM_ROOT,
 # /usr/lib/jvm).
@@ -36,6 +40,9 @@ java_opts_var=OPENSEARCH_JAVA_OPTS
 launcher=bin/opensearch
 manager_setting=cluster.initial_cluster_manager_nodes
 extra_settings=""
+extra_java_opts=""
+libtorch=2.5.1  # what ML Commons 3.x asks DJL for; 2.19's DJL (0.31.1 on both) runs it as well
+libtorch_jni=2.5.1-0.32.0  # DJL's JNI for it: 0.31.1's is not on Maven, 0.32.0's has the same interface
 # shellcheck source=docker/node-lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/node-lib.sh"
 
@@ -88,6 +95,7 @@ PROPS
 
 install() {
   local last=opensearch-knn  # the last plugin installed: there, the installation is complete
+  if [ -n "$neural" ]; then install_libtorch; fi
   if [ -n "$neural" ]; then last=opensearch-neural-search; fi
   if [ -d "$home/plugins/$last" ]; then return; fi
   unpack "$(fetch "org.opensearch.distribution.integ-test-zip:opensearch:$version:zip")" "opensearch-$version"
@@ -104,9 +112,28 @@ install() {
 
 installation() { echo "opensearch-$version${neural:+-neural}"; }
 
+libtorch_folder() { echo "$cache/libtorch-$libtorch-cpu"; }
+
+install_libtorch() {  # PyTorch's native libraries and DJL's JNI, flat in one folder every node reads
+  local folder staging
+  folder=$(libtorch_folder)
+  if [ -f "$folder/libdjl_torch.so" ]; then return; fi
+  staging=$folder.unpacking
+  rm -rf "$staging" && mkdir -p "$staging"
+  unzip -q -j "$(fetch "ai.djl.pytorch:pytorch-native-cpu:$libtorch:jar:linux-x86_64")" "pytorch/cpu/linux-x86_64/*" -d "$staging"
+  unzip -q -j "$(fetch "ai.djl.pytorch:pytorch-jni:$libtorch_jni:jar")" "jnilib/linux-x86_64/cpu/libdjl_torch.so" -d "$staging"
+  chmod -R o+rX "$staging"
+  rm -rf "$folder" && mv "$staging" "$folder"
+}
+
 with_neural() {  # the nodes with neural-search are another installation, and keep their data apart
   neural=1
   variant=neural
+  heap=${OPENSEARCH_HEAP:-1g}  # a model's upload and its runtime sit in the heap beside the index's work
+  extra_settings="-Eplugins.ml_commons.only_run_on_ml_node=false -Eplugins.ml_commons.allow_registering_model_via_local_file=true
+    -Eplugins.ml_commons.native_memory_threshold=100 -Eplugins.ml_commons.jvm_heap_memory_threshold=100
+    -Eplugins.ml_commons.disk_free_space_threshold=0b"
+  extra_java_opts="-DPYTORCH_LIBRARY_PATH=$(libtorch_folder)"
 }
 
 parse_option() {  # $1 = an option of this engine's own

@@ -8,7 +8,7 @@ import os
 from collections.abc import Callable
 from dataclasses import asdict, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import click
 from rich.console import Console
@@ -35,7 +35,7 @@ from .fusion import COMBINATIONS, DEFAULT_RANK_CONSTANT, METHODS, Combination, L
 from .hits import Hit
 from .ingest import ingest
 from .onnx_encoder import ENCODER_KINDS, EncoderKind, document_encoder, export_encoder
-from .searcher import FUSION_SITES, MODES, FusionSite, Searcher
+from .searcher import EMBED_SITES, FUSION_SITES, MODES, EmbedSite, FusionSite, Searcher
 from .settings import DEFAULT_WINDOW, SearchSettings, recorded_settings
 
 if TYPE_CHECKING:
@@ -353,17 +353,20 @@ def parse_filters(values: tuple[str, ...]) -> dict[str, list[str]]:
               envvar="HYBRID_FUSION_ON",
               help="Where hybrid hits are fused: here, or by OpenSearch's own hybrid query (neural-search 2.19+; "
                    "where the cluster cannot, here, saying why). [env: HYBRID_FUSION_ON]")
+@click.option("--embed-on", type=click.Choice(EMBED_SITES), default="client", show_default=True,
+              help="Where the query is embedded: here, or by the model `hybrid model deploy` put in the "
+                   "OpenSearch cluster (a neural query).")
 @click.option("--json", "as_json", is_flag=True, help="Print hits as JSON.")
 @settings_option
 @query_encoder_option
 @backend_options
 def search_command(backend: Backend, query: str, index: str, k: int, mode: str, filters: tuple[str, ...],
                    offset: int, window: int | None, fusion: Method | None, combination: Combination | None,
-                   rank_constant: int | None, fusion_on: FusionSite, as_json: bool, settings_path: str | None,
-                   query_encoder: EncoderKind | None) -> None:
+                   rank_constant: int | None, fusion_on: FusionSite, embed_on: EmbedSite, as_json: bool,
+                   settings_path: str | None, query_encoder: EncoderKind | None) -> None:
     """Search an index with BM25, vectors, or both fused (RRF by default)."""
     searcher = Searcher(index, backend, settings=settings_file(settings_path),
-                        query_encoder=query_encoder, fusion_on=fusion_on)
+                        query_encoder=query_encoder, fusion_on=fusion_on, embed_on=embed_on)
     hits = searcher.search(query, k=k, mode=mode, filters=parse_filters(filters),  # type: ignore[arg-type]
                            offset=offset, window=window, rank_constant=rank_constant, fusion=fusion,
                            combination=combination, explain=True)  # a person reading hits wants the why
@@ -677,6 +680,46 @@ def model_export(model: str, output: str | None, precision: Precision) -> None:
     the query encoder to a machine with the query-only install)."""
     folder = export_encoder(model, output, precision)
     console.print(f"ONNX query encoder for {model} ({precision}) written to {folder}")
+
+
+MODELS_RUN_ON_A_CLUSTER = "models are deployed to an OpenSearch cluster"
+
+
+@model_group.command("deploy")
+@click.argument("model", required=False)
+@click.option("--index", help="Deploy the model this index was built with, and record it there for text-only "
+                              "searches and pipelines.")
+@click.option("--precision", type=click.Choice(PRECISIONS), default="fp32", show_default=True,
+              help="For MODEL (an index deploys its own precision).")
+@backend_options
+def model_deploy(backend: Backend, model: str | None, index: str | None, precision: Precision) -> None:
+    """Deploy MODEL, or --index's model, into the OpenSearch cluster (ML Commons), so the cluster embeds texts
+    as hybrid does; checked on probe sentences. Running it again reuses what is there."""
+    from .cluster_model import deploy, deploy_for
+
+    if (model is None) == (index is None):
+        raise click.UsageError("give MODEL or --index NAME")
+    cluster = opensearch_only(backend, MODELS_RUN_ON_A_CLUSTER)
+    done = deploy_for(cluster, index) if index else deploy(cluster, cast(str, model), precision)
+    click.echo(json.dumps({"model_id": done.model_id, "name": done.name, "registered_now": done.registered_now,
+                           "least_cosine": round(done.least_cosine, 6), "mean_cosine": round(done.mean_cosine, 6),
+                           **({"index": index} if index else {})}, indent=2))
+
+
+@model_group.command("undeploy")
+@click.option("--index", help="Undeploy the model recorded in this index, and forget it there.")
+@click.option("--model-id", help="Undeploy this model (only one that hybrid registered).")
+@backend_options
+def model_undeploy(backend: Backend, index: str | None, model_id: str | None) -> None:
+    """Undeploy a model that `hybrid model deploy` put in the cluster (it stays registered: deploying it again
+    uploads nothing)."""
+    from .cluster_model import undeploy, undeploy_for
+
+    if (model_id is None) == (index is None):
+        raise click.UsageError("give --index NAME or --model-id ID")
+    cluster = opensearch_only(backend, MODELS_RUN_ON_A_CLUSTER)
+    name = undeploy_for(cluster, index) if index else undeploy(cluster, cast(str, model_id))
+    console.print(f"undeployed {name}")
 
 
 @cli.group("index")

@@ -127,7 +127,8 @@ def ingest_documents(
         retried: list[str] = []
         if changed or existing is None:
             meta = IndexMeta(model=embedder.name, dimension=embedder.dimension, text_fields=text_fields,
-                             precision=embedder.precision, chunking=chunks, tuned=existing.tuned if existing else None)
+                             precision=embedder.precision, chunking=chunks, tuned=existing.tuned if existing else None,
+                             server_model=existing.server_model if existing else "")
             with backend.writer(index, meta) as writer:
                 failures = _embed_into(writer, changed, embedder, meta, batch_size, progress,
                                        f"embedding into {index}")
@@ -187,6 +188,13 @@ class ReindexReport:
     query_encoder: str
 
 
+def kept_server_model(meta: IndexMeta, embedder: Encoder) -> str:
+    """The deployed model a re-index keeps: the same one only where it embeds with the same model and
+    precision (another model's vectors would not match the new version's)."""
+    same = (embedder.name, embedder.precision) == (meta.model, meta.precision)
+    return meta.server_model if same else ""
+
+
 def reindex(index: str, backend: Backend, embedder: Encoder, batch_size: int = 32,
             progress: bool = True, chunking: str | None = None, force: bool = False) -> ReindexReport:
     """Re-embed every document of ``index`` with ``embedder`` into a new version, then switch to it.
@@ -208,7 +216,7 @@ def reindex(index: str, backend: Backend, embedder: Encoder, batch_size: int = 3
                            key=lambda d: len(d.text))
         meta = IndexMeta(model=embedder.name, dimension=embedder.dimension, text_fields=text_fields,
                          precision=embedder.precision, chunking=chunking_setting(chunking, snapshot.meta),
-                         tuned=snapshot.meta.tuned)
+                         tuned=snapshot.meta.tuned, server_model=kept_server_model(snapshot.meta, embedder))
         version, writer = backend.new_version(index, meta)
         try:
             with writer:  # on any failure the writer removes the new version again

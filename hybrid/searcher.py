@@ -18,9 +18,9 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol, cast
 from tqdm.auto import tqdm
 
 from .backends import open_backend
-from .backends.base import Backend, Filters, IndexMeta, LegHit, LegQuery, Snapshot, check_index_name
+from .backends.base import Backend, Filters, IndexMeta, LegHit, LegQuery, ServerEmbedded, Snapshot, check_index_name
 from .embed import Encoder, Precision
-from .errors import BadRequestError, SourceError, VersionGoneError
+from .errors import BadRequestError, IncompatibleIndexError, SourceError, VersionGoneError
 from .fusion import Combination, Method
 from .hits import Hit
 from .onnx_encoder import EncoderKind, query_encoder_for
@@ -39,6 +39,8 @@ Mode = Literal["hybrid", "bm25", "vector"]
 MODES: tuple[Mode, ...] = ("hybrid", "bm25", "vector")
 FusionSite = Literal["client", "server"]
 FUSION_SITES: tuple[FusionSite, ...] = ("client", "server")
+EmbedSite = Literal["client", "server"]
+EMBED_SITES: tuple[EmbedSite, ...] = ("client", "server")
 log = logging.getLogger("hybrid")
 FUSE_INLINE_DEPTH = 1000
 """Legs up to this deep are fused where the search runs (well under a millisecond at the default 100);
@@ -58,6 +60,7 @@ class SearchTarget(Protocol):
     location: str
     snapshot_ttl_s: float
     max_depth: int | None
+    embeds_queries: bool
 
 
 class BaseSearcher:
@@ -80,6 +83,7 @@ class BaseSearcher:
         snapshot_ttl_s: float | None = None,
         query_encoder: EncoderKind | None = None,
         fusion_on: FusionSite = "client",
+        embed_on: EmbedSite = "client",
     ) -> None:
         """Search ``index`` on ``backend``; or on a cluster through the application's own ``client``, or at
         ``opensearch`` (a URL or a ``Connection``: its ``pool_size`` is the connections kept per node), or at
@@ -95,12 +99,20 @@ class BaseSearcher:
         serving version costs a round trip).
         ``fusion_on="server"``: hybrid searches are fused by OpenSearch's own ``hybrid`` query (neural-search
         2.19+) with the same settings; where the cluster cannot, they fuse here, and the log says why, once.
+        ``embed_on="server"``: the query's text is embedded by the model ``hybrid model deploy`` put in the
+        OpenSearch cluster (a ``neural`` query) rather than here; the index must record one.
         Building a searcher does no I/O."""
         check_index_name(index)
         if fusion_on not in FUSION_SITES:
             raise BadRequestError(f"fusion_on must be one of {', '.join(FUSION_SITES)}, got {fusion_on!r}")
+        if embed_on not in EMBED_SITES:
+            raise BadRequestError(f"embed_on must be one of {', '.join(EMBED_SITES)}, got {embed_on!r}")
         self.index = index
         self.backend = backend or self._open(data_dir, opensearch, client, elasticsearch)
+        if embed_on == "server" and not self.backend.embeds_queries:
+            raise BadRequestError(f"embed_on='server' needs an OpenSearch cluster that runs models (ML Commons); "
+                                  f"{self.backend.location} cannot embed queries")
+        self.embed_on = embed_on
         self._given_settings = settings
         self._recorded: tuple[IndexMeta, SearchSettings | None] | None = None  # a version's record, read once
         self.snapshot_ttl_s = self.backend.snapshot_ttl_s if snapshot_ttl_s is None else snapshot_ttl_s
@@ -155,9 +167,20 @@ class BaseSearcher:
             self._snapshot, self._taken_at = snapshot, time.monotonic()
         return snapshot
 
+    def _query_vectors(self, snapshot: Snapshot,
+                       queries: Sequence[str]) -> Steps[Sequence[np.ndarray | ServerEmbedded]]:
+        """The vector leg's queries for ``snapshot``'s version: embedded here by its model, or (``embed_on``
+        the server) the texts, for the model deployed in the cluster to embed."""
+        if self.embed_on == "client":
+            return (yield Compute(partial(self._encode, snapshot, list(queries))))
+        if not snapshot.meta.server_model:
+            raise IncompatibleIndexError(f"{self.index} records no model deployed in the cluster to embed queries "
+                                         f"on the server: `hybrid model deploy --index {self.index}`")
+        return [ServerEmbedded(query, snapshot.meta.server_model) for query in queries]
+
     def _warm_up(self) -> Steps[None]:
         snapshot = yield from self._current(refresh=True)
-        yield Compute(partial(self._encode, snapshot, ["warm up"]))
+        yield from self._query_vectors(snapshot, ["warm up"])
 
     def _check(self, queries: Sequence[str], mode: Mode, depth: int) -> None:
         """Refuse what no backend should be asked, wherever the search goes."""
@@ -184,8 +207,8 @@ class BaseSearcher:
               progress: bool = False) -> Steps[list[dict[str, list[LegHit]]]]:
         """Every query's legs from ``snapshot``'s version, with query vectors from that version's model (the
         arguments checked by the caller, before it read anything)."""
-        vectors = ((yield Compute(partial(self._encode, snapshot, list(queries)))) if mode != "bm25"
-                   else [None] * len(queries))
+        vectors: Sequence[np.ndarray | ServerEmbedded | None] = (
+            [None] * len(queries) if mode == "bm25" else (yield from self._query_vectors(snapshot, queries)))
         pairs = zip(queries, vectors)
         if progress:  # a disabled bar still costs more than a whole local query
             pairs = tqdm(pairs, total=len(queries), desc="queries", unit="q", disable=None)  # None: off without a TTY
@@ -263,7 +286,7 @@ class BaseSearcher:
         except CannotFuseHere as why:
             self._say_once(f"{why}: fusing client-side")
             return None
-        vector = (yield Compute(partial(self._encode, snapshot, [query])))[0]
+        vector = (yield from self._query_vectors(snapshot, [query]))[0]
         hits, note = yield from self._server.search(snapshot.version, pipeline, query, vector, page, depth, settings,
                                                     bool(snapshot.meta.chunking), filters, explain)
         if note:

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from .backends.base import Filters, LegQuery
+from .backends.base import Filters, LegQuery, ServerEmbedded
 from .backends.opensearch import (
     IDS_ONLY,
     MAX_RESULT_WINDOW,
@@ -147,7 +147,8 @@ class ServerFusion:
             raise CannotFuseHere(str(error)) from None
         return {key: value for key, value in body.items() if key != "description"}
 
-    def search(self, version: str, pipeline: dict[str, Any], text: str, vector: np.ndarray, page: slice, depth: int,
+    def search(self, version: str, pipeline: dict[str, Any], text: str, vector: np.ndarray | ServerEmbedded,
+               page: slice, depth: int,
                settings: SearchSettings, windows: bool, filters: Filters | None,
                explain: bool) -> Steps[tuple[list[Hit], str | None]]:
         """The fused hits at ``page`` from one ``hybrid`` query through the request-scoped ``pipeline``
@@ -161,7 +162,7 @@ class ServerFusion:
         explained = explain and explains(neural, windows)
         most = min(2 * depth, MAX_RESULT_WINDOW)  # at most every candidate of both legs
         asked = min(page.stop + TIE_MARGIN, most)
-        body = {**hybrid_query(text, vector.tolist(), asked, settings.but(window=depth), windows, filters),
+        body = {**hybrid_query(text, vector, asked, settings.but(window=depth), windows, filters),
                 **IDS_ONLY, "search_pipeline": pipeline}
         while True:
             ranked = sorted((yield Read("fused_search", (version, body, explained))),
@@ -253,14 +254,15 @@ def pipeline_body(settings: SearchSettings, neural: NeuralSearch) -> dict[str, A
     return body
 
 
-def hybrid_query(text: str, vector: list[float], k: int, settings: SearchSettings, windows: bool,
-                 filters: Filters | None = None, paginated: bool = True) -> dict[str, Any]:
-    """The request body of one ``hybrid`` query: BM25 and k-NN sub-queries, each retrieving
-    ``settings.window`` candidates with the filters applied before ranking, as hybrid's legs do.
-    Before 2.19 (not ``paginated``) a sub-query retrieves ``size`` hits: ask for the window, keep k."""
+def hybrid_query(text: str, vector: np.ndarray | list[float] | ServerEmbedded, k: int, settings: SearchSettings,
+                 windows: bool, filters: Filters | None = None, paginated: bool = True) -> dict[str, Any]:
+    """The request body of one ``hybrid`` query: BM25 and k-NN sub-queries (``neural`` where the cluster
+    embeds the text), each retrieving ``settings.window`` candidates with the filters applied before ranking,
+    as hybrid's legs do. Before 2.19 (not ``paginated``) a sub-query retrieves ``size`` hits: ask for the
+    window, keep k."""
     clauses = filter_clauses(filters or {})
-    vector_leg = LegQuery(text=None, vector=np.asarray(vector, dtype=np.float32), k=settings.window,
-                          filters=filters or {}, windows=windows)
+    given = vector if isinstance(vector, ServerEmbedded) else np.asarray(vector, dtype=np.float32)
+    vector_leg = LegQuery(text=None, vector=given, k=settings.window, filters=filters or {}, windows=windows)
     queries = [match_query(text, clauses), knn_query(vector_leg, clauses)]
     depth = {"pagination_depth": settings.window} if paginated else {}
     return {"size": k if paginated else settings.window, "_source": {"excludes": STORED_ONLY},
@@ -271,10 +273,11 @@ def example_request(backend: OpenSearchBackend, index: str, pipeline: str, setti
     """What a caller in any language sends for the top 10 of QUERY, fused on the server as hybrid would."""
     meta = backend.meta(index)
     paginated = neural_search(backend).supports("pagination_depth")
-    body = json.dumps(hybrid_query("QUERY", [], 10, settings, bool(meta.chunking), paginated=paginated), indent=2)
-    vector = (f'"<QUERY embedded by {meta.model}: {meta.dimension} floats, unit length, as `hybrid` embeds '
-              f'queries ({meta.precision})>"')
-    return f"GET {index}/_search?search_pipeline={pipeline}\n" + body.replace('"vector": []', f'"vector": {vector}')
+    vector = ServerEmbedded("QUERY", meta.server_model) if meta.server_model else np.zeros(0, dtype=np.float32)
+    body = json.dumps(hybrid_query("QUERY", vector, 10, settings, bool(meta.chunking), paginated=paginated), indent=2)
+    embedded = (f'"<QUERY embedded by {meta.model}: {meta.dimension} floats, unit length, as `hybrid` embeds '
+                f'queries ({meta.precision}); or `hybrid model deploy --index {index}` and send the text>"')
+    return f"GET {index}/_search?search_pipeline={pipeline}\n" + body.replace('"vector": []', f'"vector": {embedded}')
 
 
 def create_pipeline(backend: OpenSearchBackend, name: str, settings: SearchSettings) -> dict[str, Any]:

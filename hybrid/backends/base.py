@@ -71,6 +71,10 @@ class IndexMeta:
     """The fusion settings ``hybrid tune --apply`` chose for this index (``settings``) and what they were
     chosen on (``chosen_on``: queries, judgments, metric, held-out scores, the t-test's p), as JSON. Kept
     across ingests and carried by a re-index; searches use them unless told otherwise."""
+    server_model: str = ""
+    """The id of the model ``hybrid model deploy`` deployed in the cluster that embeds as ``model`` does
+    (ML Commons): text-only (``neural``) queries use it. Kept across ingests, and by a re-index that keeps
+    the model."""
 
     @property
     def chunks(self) -> Chunking | None:
@@ -139,11 +143,21 @@ class LegHit(NamedTuple):
 
 
 @dataclass(frozen=True)
+class ServerEmbedded:
+    """A vector leg's query given as text, which the cluster embeds with its deployed model ``model_id``
+    (``hybrid model deploy``) instead of hybrid embedding it."""
+
+    text: str
+    model_id: str
+
+
+@dataclass(frozen=True)
 class LegQuery:
-    """What to retrieve: a text for the BM25 leg, a vector for the k-NN leg (None skips a leg)."""
+    """What to retrieve: a text for the BM25 leg, a vector (or a text the cluster embeds) for the k-NN leg
+    (None skips a leg)."""
 
     text: str | None
-    vector: np.ndarray | None
+    vector: np.ndarray | ServerEmbedded | None
     k: int
     filters: Filters = field(default_factory=dict)
     windows: bool = False
@@ -208,6 +222,8 @@ class Backend(Protocol):
     """How long a searcher may keep using a snapshot before taking a new one."""
     max_depth: int | None
     """The most hits one leg can return (None: no limit)."""
+    embeds_queries: bool
+    """Whether a vector leg may be given as text for the store to embed (``ServerEmbedded``)."""
     def names(self) -> list[str]: ...
 
     def exists(self, index: str) -> bool: ...

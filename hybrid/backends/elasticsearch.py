@@ -27,7 +27,7 @@ from elasticsearch import exceptions as es_errors
 from elasticsearch.serializer import JsonSerializer, NdjsonSerializer
 
 from ..errors import BadRequestError
-from .base import LegQuery
+from .base import LegQuery, ServerEmbedded
 from .cluster_errors import ClientErrors, reason
 from .mapping import Engine
 from .opensearch import VECTOR_FIELD, WINDOWS_FIELD, Connection, OpenSearchBackend
@@ -153,7 +153,7 @@ def knn_search(query: LegQuery, filters: list[dict[str, Any]]) -> dict[str, Any]
     per shard (1.5 k, Elasticsearch's own default since 8.13, given for older 8.x), with the filters applied
     while searching. On a chunked index the field is the nested windows' vector, and each document comes back
     once, scored by its best window."""
-    assert query.vector is not None
+    assert query.vector is not None and not isinstance(query.vector, ServerEmbedded)  # a searcher embeds for it
     knn: dict[str, Any] = {"field": f"{WINDOWS_FIELD}.vector" if query.windows else VECTOR_FIELD,
                            "query_vector": query.vector.astype("float32").tolist(), "k": query.k,
                            "num_candidates": min(MAX_CANDIDATES, math.ceil(1.5 * query.k))}
@@ -168,6 +168,7 @@ class ElasticsearchBackend(OpenSearchBackend):
 
     engine: Engine = "elasticsearch"
     errors = ELASTICSEARCH_ERRORS
+    embeds_queries = False
     helpers: Any = helpers
     vector_search = staticmethod(knn_search)
 

@@ -292,6 +292,7 @@ class LocalBackend:
     snapshot_ttl_s = 0.0
     """Following the link costs microseconds, so a searcher looks at it on every query."""
     max_depth: int | None = None
+    embeds_queries = False
 
     def server_fusion(self, target: str) -> str:
         return "an embedded index has no server to fuse on"
@@ -472,6 +473,7 @@ class LocalBackend:
         if query.text is not None:
             legs["bm25"] = loaded.top(loaded.bm25_scores(query.text), query.k, mask, positive_only=True)
         if query.vector is not None:
+            assert isinstance(query.vector, np.ndarray)  # a searcher never asks this folder to embed
             legs["vector"] = loaded.top(loaded.vector_scores(query.vector), query.k, mask, positive_only=False)
         return legs
 

@@ -39,6 +39,7 @@ from .base import (
     IndexWriter,
     LegHit,
     LegQuery,
+    ServerEmbedded,
     Snapshot,
     StoredDocument,
     Version,
@@ -93,7 +94,7 @@ class AsciiJSONSerializer(JSONSerializer):
     no UTF-8 form, so the client's UTF-8 bodies would fail on them; escaped, OpenSearch keeps them as sent."""
 
     def dumps(self, data: Any) -> Any:
-        if isinstance(data, str):
+        if isinstance(data, (str, bytes)):  # bytes: a body sent as it is (a model's chunk), as the client does
             return data
         try:
             return json.dumps(data, default=self.default, separators=(",", ":"))
@@ -398,14 +399,18 @@ def _listed(value: Any) -> list[Any]:
 def knn_query(query: LegQuery, filters: list[dict[str, Any]]) -> dict[str, Any]:
     """The vector leg's query: k-NN on the document vector, or on the nested windows of a chunked index,
     where the k-NN plugin (Lucene engine, 2.12+) returns k distinct documents per shard, each scored by
-    its best window, and applies a filter on the document's own fields before ranking."""
+    its best window, and applies a filter on the document's own fields before ranking. A text the cluster
+    embeds (``ServerEmbedded``) is a ``neural`` query (neural-search) on the same field, with the same k."""
     assert query.vector is not None
-    knn: dict[str, Any] = {"vector": query.vector.astype(np.float32).tolist(), "k": query.k}
+    if isinstance(query.vector, ServerEmbedded):
+        kind, knn = "neural", {"query_text": query.vector.text, "model_id": query.vector.model_id, "k": query.k}
+    else:
+        kind, knn = "knn", {"vector": query.vector.astype(np.float32).tolist(), "k": query.k}
     if filters:
         knn["filter"] = {"bool": {"filter": filters}}
     if not query.windows:
-        return {"knn": {VECTOR_FIELD: knn}}
-    return {"nested": {"path": WINDOWS_FIELD, "score_mode": "max", "query": {"knn": {f"{WINDOWS_FIELD}.vector": knn}}}}
+        return {kind: {VECTOR_FIELD: knn}}
+    return {"nested": {"path": WINDOWS_FIELD, "score_mode": "max", "query": {kind: {f"{WINDOWS_FIELD}.vector": knn}}}}
 
 
 def filter_clauses(filters: Filters) -> list[dict[str, Any]]:
@@ -517,6 +522,8 @@ class OpenSearchBackend:
     snapshot_ttl_s = 10.0
     """Finding the serving version costs round trips, so a searcher re-checks it this often."""
     max_depth: int | None = MAX_RESULT_WINDOW
+    embeds_queries = True
+    """With a model deployed by ``hybrid model deploy`` (ML Commons, neural-search)."""
     engine: Engine = "opensearch"
     """The mapping's syntax (``mapping.index_mapping``)."""
     errors = OPENSEARCH_ERRORS
@@ -825,6 +832,13 @@ class OpenSearchBackend:
         with self._errors():
             return (self.client.cat.plugins(**PLUGIN_ROWS),
                     {row["name"] for row in self.client.cat.nodes(**NODE_NAMES)})
+
+    def request(self, method: str, path: str, body: Any = None) -> Any:
+        """One request to a plugin's REST API that the client has no method for (ML Commons' models); a 429,
+        5xx or lost connection is sent again, waiting between tries, as a write is."""
+        with self._errors():
+            return self._with_retries(lambda: self.client.transport.perform_request(method, path, body=body),
+                                      self.connection.retries, f"{method} {path}")
 
     def search_pipeline(self, name: str) -> dict[str, Any] | None:
         with self._errors():
