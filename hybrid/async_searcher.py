@@ -20,7 +20,7 @@ from .embed import Encoder
 from .fusion import Combination, Method
 from .hits import Hit
 from .onnx_encoder import EncoderKind
-from .searcher import BaseSearcher, FusionSite, Mode, SearchTarget
+from .searcher import BaseSearcher, EmbedSite, FusionSite, Mode, SearchTarget
 from .settings import SearchSettings
 from .steps import Steps, run_async
 
@@ -58,6 +58,7 @@ class AsyncSearcher(BaseSearcher):
         snapshot_ttl_s: float | None = None,
         query_encoder: EncoderKind | None = None,
         fusion_on: FusionSite = "client",
+        embed_on: EmbedSite = "client",
         threads: int | None = None,
     ) -> None:
         """The arguments of ``Searcher`` (``client`` here an ``AsyncOpenSearch`` or ``AsyncElasticsearch``), and
@@ -65,7 +66,7 @@ class AsyncSearcher(BaseSearcher):
         super().__init__(index, backend, data_dir=data_dir, opensearch=opensearch, client=client,
                          elasticsearch=elasticsearch, embedder=embedder,
                          settings=settings, snapshot_ttl_s=snapshot_ttl_s, query_encoder=query_encoder,
-                         fusion_on=fusion_on)
+                         fusion_on=fusion_on, embed_on=embed_on)
         self._pool = ThreadPoolExecutor(max_workers=threads or len(os.sched_getaffinity(0)),
                                         thread_name_prefix="hybrid")
 

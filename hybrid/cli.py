@@ -183,6 +183,9 @@ def cluster_only(backend: Backend, what: str) -> OpenSearchBackend:
     return backend
 
 
+MODELS_RUN_ON_A_CLUSTER = "models are deployed to an OpenSearch cluster"
+
+
 def opensearch_only(backend: Backend, what: str) -> OpenSearchBackend:
     """``backend``, which must be an OpenSearch cluster for ``what``."""
     from .backends.opensearch import OpenSearchBackend
@@ -267,16 +270,29 @@ def precision_option(command: Callable[..., Any]) -> Callable[..., Any]:
 @click.option("--failures", "failures_path", type=click.Path(dir_okay=False), default=None,
               help="Where to write documents the index rejected [default: INDEX-failures.jsonl].")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
+@click.option("--embed-on", type=click.Choice(EMBED_SITES), default="client", show_default=True,
+              help="Where documents are embedded: here, or by the OpenSearch cluster (the model deployed there "
+                   "first, as `hybrid model deploy` does; its ML nodes share the work).")
 @backend_options
 @layout_options(in_place=True)
 def ingest_command(backend: Backend, source: str, index: str, id_field: str | None, text_fields: list[str] | None,
                    model: str, precision: Precision, chunking: str | None, batch_size: int,
-                   failures_path: str | None, quiet: bool) -> None:
+                   failures_path: str | None, quiet: bool, embed_on: EmbedSite) -> None:
     """Embed the documents of SOURCE (JSONL, CSV or a folder of .txt/.md) and upsert them into an index.
 
     Re-running it is safe: documents are upserted by id and unchanged ones are not embedded again."""
-    report = ingest(source, index, backend, document_encoder(model, precision), id_field=id_field,
-                    text_fields=text_fields, batch_size=batch_size, progress=not quiet, chunking=chunking)
+    encoder = document_encoder(model, precision)
+    if embed_on == "server":
+        from .cluster_model import ingest_on_server
+
+        deployment, report = ingest_on_server(source, index, opensearch_only(backend, MODELS_RUN_ON_A_CLUSTER),
+                                              encoder, id_field=id_field, text_fields=text_fields,
+                                              progress=not quiet, chunking=chunking)
+        console.print(f"embedded by the cluster: {deployment.name} (model {deployment.model_id}, least cosine "
+                      f"with hybrid's vectors {deployment.least_cosine:.6f})", soft_wrap=True)
+    else:
+        report = ingest(source, index, backend, encoder, id_field=id_field, text_fields=text_fields,
+                        batch_size=batch_size, progress=not quiet, chunking=chunking)
     console.print(
         f"{index}: read {report.read}, embedded {report.embedded}, unchanged {report.unchanged}; "
         f"{report.count} documents in the index ({report.seconds:.1f} s)\nqueries: {report.query_encoder}"
@@ -680,9 +696,6 @@ def model_export(model: str, output: str | None, precision: Precision) -> None:
     the query encoder to a machine with the query-only install)."""
     folder = export_encoder(model, output, precision)
     console.print(f"ONNX query encoder for {model} ({precision}) written to {folder}")
-
-
-MODELS_RUN_ON_A_CLUSTER = "models are deployed to an OpenSearch cluster"
 
 
 @model_group.command("deploy")

@@ -22,6 +22,7 @@ import io
 import json
 import time
 import zipfile
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, cast
@@ -29,9 +30,11 @@ from typing import Any, cast
 import numpy as np
 
 from .backends.opensearch import OpenSearchBackend
-from .embed import Precision
+from .embed import Encoder, Precision
 from .errors import HybridError
+from .ingest import IngestReport, ingest_documents
 from .onnx_encoder import AGREEMENT, PROBES, Manifest, OnnxEncoder, ensure_export
+from .sources import read_documents
 
 MARK = "hybrid model:"
 """The start of the description of every model group hybrid made; a model of any other is never touched."""
@@ -81,10 +84,13 @@ def package(model: str, precision: Precision = "fp32") -> Package:
         archive.writestr(zipfile.ZipInfo("model.onnx", FIXED_ZIP_TIME), _onnx_bytes(folder / manifest.onnx_file))
         archive.writestr(zipfile.ZipInfo("tokenizer.json", FIXED_ZIP_TIME), _tokenizer_json(folder, manifest))
     data = content.getvalue()
-    config = {"model_type": "bert", "embedding_dimension": manifest.dimension,
+    sha256 = hashlib.sha256(data).hexdigest()
+    # ML Commons sends token_type_ids only to a bert or albert graph: the model's own type says which it is.
+    model_type = json.loads((folder / "config.json").read_text(encoding="utf-8")).get("model_type", "bert")
+    config = {"model_type": model_type, "embedding_dimension": manifest.dimension,
               "framework_type": "sentence_transformers", "pooling_mode": manifest.pooling,
               "normalize_result": True}
-    return Package(f"hybrid/{manifest.model}/{precision}", data, hashlib.sha256(data).hexdigest(), config)
+    return Package(f"hybrid/{Path(manifest.model).name}/{precision}/{sha256[:12]}", data, sha256, config)
 
 
 def _onnx_bytes(path: Path) -> bytes:
@@ -122,11 +128,15 @@ def deploy(backend: OpenSearchBackend, model: str, precision: Precision = "fp32"
     state = _model(backend, model_id).get("model_state")
     if state != "DEPLOYED":
         _wait_task(backend, _ml(backend, "POST", f"models/{model_id}/_deploy")["task_id"], f"deploying {made.name}")
-    least, mean = agreement(backend, model_id, model, precision)
-    if least < AGREEMENT[precision]:
-        _ml(backend, "POST", f"models/{model_id}/_undeploy")
-        raise HybridError(f"the cluster's vectors of {made.name} differ from hybrid's (least cosine {least:.6f}, "
-                          f"below {AGREEMENT[precision]}): undeployed again; embed on the client")
+    try:
+        least, mean = agreement(backend, model_id, model, precision)
+        if not least >= AGREEMENT[precision]:  # NaN too
+            raise HybridError(f"the cluster's vectors of {made.name} differ from hybrid's (least cosine {least:.6f}, "
+                              f"below {AGREEMENT[precision]}): not used; embed on the client")
+    except HybridError:
+        if state != "DEPLOYED":  # one this deploy started; a model that served before keeps serving
+            _ml(backend, "POST", f"models/{model_id}/_undeploy")
+        raise
     return Deployment(model_id, made.name, found is None, least, mean)
 
 
@@ -135,6 +145,9 @@ def agreement(backend: OpenSearchBackend, model_id: str, model: str, precision: 
     """The least and mean cosine between the cluster's vectors of ``texts`` and hybrid's own."""
     theirs = embedded(backend, model_id, list(texts))
     ours = OnnxEncoder(ensure_export(model, precision)).encode(list(texts))
+    if theirs.shape != ours.shape:
+        raise HybridError(f"the cluster's model {model_id} gave vectors of shape {theirs.shape}, hybrid's "
+                          f"{ours.shape}: not used; embed on the client")
     cosines = np.sum(theirs * ours, axis=1) / np.linalg.norm(theirs, axis=1)
     return float(cosines.min()), float(cosines.mean())
 
@@ -160,12 +173,29 @@ def undeploy(backend: OpenSearchBackend, model_id: str) -> str:
     return str(found.get("name", model_id))
 
 
+def ingest_on_server(source: str | Path, index: str, backend: OpenSearchBackend, encoder: Encoder,
+                     id_field: str | None = None, text_fields: Sequence[str] | None = None, progress: bool = True,
+                     chunking: str | None = None) -> tuple[Deployment, IngestReport]:
+    """``hybrid ingest --embed-on server``: every record read and checked first, then ``encoder``'s model
+    deployed (once) and checked, then the documents written as texts (windows where the index chunks, cut
+    as hybrid cuts them) for the cluster to embed; what changed only, as any ingest."""
+    documents = read_documents(source, id_field=id_field, text_fields=text_fields)
+    deployment = deploy(backend, encoder.name, cast(Precision, encoder.precision))
+    report = ingest_documents(documents, index, backend, encoder, progress=progress, chunking=chunking,
+                              embed_with=deployment.model_id)
+    return deployment, report
+
+
 def deploy_for(backend: OpenSearchBackend, index: str) -> Deployment:
     """Deploy the model ``index`` was built with and record its id in the index, for text-only searches."""
     meta = backend.meta(index)
     deployment = deploy(backend, meta.model, cast(Precision, meta.precision))
-    if meta.server_model != deployment.model_id:
-        backend.record_meta(index, replace(meta, server_model=deployment.model_id))
+    current = backend.meta(index)  # deploying took a while: a re-index may have switched models meanwhile
+    if (current.model, current.precision) != (meta.model, meta.precision):
+        raise HybridError(f"{index} was re-indexed with {current.model} while {meta.model} was deployed: "
+                          f"run `hybrid model deploy --index {index}` again")
+    if current.server_model != deployment.model_id:
+        backend.record_meta(index, replace(current, server_model=deployment.model_id))
     return deployment
 
 
@@ -174,6 +204,11 @@ def undeploy_for(backend: OpenSearchBackend, index: str) -> str:
     meta = backend.meta(index)
     if not meta.server_model:
         raise HybridError(f"index {index!r} records no model deployed in the cluster")
+    sharing = [name for name in backend.names()
+               if name != index and backend.meta(name).server_model == meta.server_model]
+    if sharing:  # one deployed model serves every index of that model
+        raise HybridError(f"model {meta.server_model} also embeds for {', '.join(sharing)}: undeploy it with "
+                          f"--model-id {meta.server_model} where none of them needs it any more")
     name = undeploy(backend, meta.server_model)
     backend.record_meta(index, replace(meta, server_model=""))
     return name
@@ -248,13 +283,15 @@ def _wait_state(backend: OpenSearchBackend, model_id: str, states: tuple[str, ..
 
 
 def _wait_task(backend: OpenSearchBackend, task_id: str, what: str) -> None:
+    """Wait for an ML Commons task to end; any end but COMPLETED (FAILED, COMPLETED_WITH_ERROR on some
+    nodes, CANCELLED, EXPIRED, UNREACHABLE) is an error naming the state and a node's reason."""
     deadline = time.monotonic() + WAIT_S
-    while (task := dict(_ml(backend, "GET", f"tasks/{task_id}")))["state"] not in ("COMPLETED", "FAILED"):
+    while (task := dict(_ml(backend, "GET", f"tasks/{task_id}")))["state"] in ("CREATED", "RUNNING"):
         if time.monotonic() > deadline:
             raise HybridError(f"{what} at {backend.location}: still {task['state']} after {WAIT_S:.0f} s")
         time.sleep(0.5)
-    if task["state"] == "FAILED":
-        raise HybridError(f"{what} at {backend.location} failed: {_first_error(task.get('error'))}")
+    if task["state"] != "COMPLETED":
+        raise HybridError(f"{what} at {backend.location} ended {task['state']}: {_first_error(task.get('error'))}")
 
 
 def _first_error(error: Any) -> str:

@@ -15,11 +15,11 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from .backends.base import Backend, IndexMeta, IndexWriter, StoredDocument, WriteFailure, check_index_name
+from .backends.base import Backend, IndexMeta, IndexWriter, StoredDocument, ToEmbed, WriteFailure, check_index_name
 from .chunking import RULE_SAMPLE, Chunking, default_chunking, longer_share, plain, windows
 from .documents import DEFAULT_TEXT_FIELDS, Document
-from .embed import Encoder
-from .errors import HybridError, IncompatibleIndexError
+from .embed import Encoder, looks_like_path
+from .errors import BadRequestError, HybridError, IncompatibleIndexError
 from .onnx_encoder import prepare_query_encoder
 from .promotion import check_promotion
 from .sources import read_documents
@@ -102,11 +102,14 @@ def ingest_documents(
     batch_size: int = 32,
     progress: bool = True,
     chunking: str | None = None,
+    embed_with: str | None = None,
 ) -> IngestReport:
     """Upsert ``documents`` into ``index`` (created if absent), embedding only what changed.
 
     ``chunking`` (``TOKENS/STRIDE`` or ``off``) embeds long documents as windows; None keeps the
-    index's (whole documents for a new index).
+    index's (whole documents for a new index). ``embed_with``: the id of ``embedder``'s model deployed in the
+    cluster (``cluster_model.deploy``), which then embeds the texts (or windows) hybrid sends, as it writes
+    them; the index records it for text-only searches.
 
     The model is checked against the index before anything is written; it is not even loaded when
     the index already holds every document unchanged (unless its ONNX query encoder is still to be
@@ -115,6 +118,8 @@ def ingest_documents(
     """
     started = time.perf_counter()
     check_index_name(index)
+    if embed_with and not backend.embeds_texts:
+        raise BadRequestError(f"{backend.location} cannot embed documents itself: embed them here")
     text_fields = documents[0].text_fields if documents else DEFAULT_TEXT_FIELDS
     with backend.lock(index):
         existing = backend.meta(index) if backend.exists(index) else None
@@ -128,10 +133,10 @@ def ingest_documents(
         if changed or existing is None:
             meta = IndexMeta(model=embedder.name, dimension=embedder.dimension, text_fields=text_fields,
                              precision=embedder.precision, chunking=chunks, tuned=existing.tuned if existing else None,
-                             server_model=existing.server_model if existing else "")
+                             server_model=embed_with or (existing.server_model if existing else ""))
             with backend.writer(index, meta) as writer:
                 failures = _embed_into(writer, changed, embedder, meta, batch_size, progress,
-                                       f"embedding into {index}")
+                                       f"embedding into {index}", embed_with)
                 retried = writer.retried
         count = backend.count(index)
     expected = len((stored.keys() | {d.id for d in documents}) - ({f.id for f in failures} - stored.keys()))
@@ -152,18 +157,23 @@ def ingest_documents(
 
 
 def _embed_into(writer: IndexWriter, documents: Sequence[Document], embedder: Encoder, meta: IndexMeta,
-                batch_size: int, progress: bool, label: str) -> list[WriteFailure]:
+                batch_size: int, progress: bool, label: str, embed_with: str | None = None) -> list[WriteFailure]:
     """Encode in batches of documents (each as its windows where ``meta`` chunks) and hand each batch to
-    the writer (which may send it while the next is encoded)."""
+    the writer (which may send it while the next is encoded); with ``embed_with``, hand it the texts for
+    the cluster's model to embed."""
     split = splitter(embedder, meta)
     with tqdm(total=len(documents), desc=label, unit="doc", disable=None if progress else True) as bar:
         for start in range(0, len(documents), ENCODE_CHUNK):
             batch = documents[start : start + ENCODE_CHUNK]
             texts = [split(d) for d in batch]
-            vectors = embedder.encode([text for parts in texts for text in parts], batch_size=batch_size)
-            ends = np.cumsum([len(parts) for parts in texts])
-            writer.write([StoredDocument(d.id, d.fields, d.hash, vectors[end - len(parts) : end])
-                          for d, parts, end in zip(batch, texts, ends)])
+            if embed_with:
+                writer.write([StoredDocument(d.id, d.fields, d.hash, ToEmbed(parts, embed_with))
+                              for d, parts in zip(batch, texts)])
+            else:
+                vectors = embedder.encode([text for parts in texts for text in parts], batch_size=batch_size)
+                ends = np.cumsum([len(parts) for parts in texts])
+                writer.write([StoredDocument(d.id, d.fields, d.hash, vectors[end - len(parts) : end])
+                              for d, parts, end in zip(batch, texts, ends)])
             bar.update(len(batch))
         return writer.commit()
 
@@ -189,9 +199,10 @@ class ReindexReport:
 
 
 def kept_server_model(meta: IndexMeta, embedder: Encoder) -> str:
-    """The deployed model a re-index keeps: the same one only where it embeds with the same model and
-    precision (another model's vectors would not match the new version's)."""
-    same = (embedder.name, embedder.precision) == (meta.model, meta.precision)
+    """The deployed model a re-index keeps: only one deployed for the same named model and precision. Another
+    model's vectors would not match the new version's, and a model folder may have been trained again in
+    place: deploy it again (nothing is uploaded where its export did not change)."""
+    same = (embedder.name, embedder.precision) == (meta.model, meta.precision) and not looks_like_path(meta.model)
     return meta.server_model if same else ""
 
 

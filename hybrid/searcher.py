@@ -60,7 +60,7 @@ class SearchTarget(Protocol):
     location: str
     snapshot_ttl_s: float
     max_depth: int | None
-    embeds_queries: bool
+    embeds_texts: bool
 
 
 class BaseSearcher:
@@ -109,7 +109,7 @@ class BaseSearcher:
             raise BadRequestError(f"embed_on must be one of {', '.join(EMBED_SITES)}, got {embed_on!r}")
         self.index = index
         self.backend = backend or self._open(data_dir, opensearch, client, elasticsearch)
-        if embed_on == "server" and not self.backend.embeds_queries:
+        if embed_on == "server" and not self.backend.embeds_texts:
             raise BadRequestError(f"embed_on='server' needs an OpenSearch cluster that runs models (ML Commons); "
                                   f"{self.backend.location} cannot embed queries")
         self.embed_on = embed_on

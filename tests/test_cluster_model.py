@@ -4,23 +4,31 @@ that rank as client-side ones, a foreign model left alone, and a cluster without
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import uuid
 import zipfile
+from dataclasses import replace
+from pathlib import Path
 
+import numpy as np
 import onnx
 import pytest
 from click.testing import CliRunner
 
+from hybrid.async_searcher import AsyncSearcher
 from hybrid.backends.local import LocalBackend
+from hybrid.backends.opensearch import TO_EMBED_FIELD, VECTOR_FIELD, WINDOWS_FIELD
 from hybrid.cli import cli
 from hybrid.cluster_model import MARK, deploy_for, package, undeploy_for
-from hybrid.embed import DEFAULT_MODEL
+from hybrid.embed import DEFAULT_MODEL, Embedder
 from hybrid.errors import BadRequestError, HybridError, IncompatibleIndexError
 from hybrid.evaluate import load_queries
-from hybrid.ingest import ingest
+from hybrid.ingest import ingest, reindex
 from hybrid.searcher import Searcher
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_the_package_is_the_export_as_ml_commons_reads_it():
@@ -45,24 +53,42 @@ def test_embedding_on_the_server_needs_a_cluster_that_runs_models(tmp_path):
         Searcher("anything", LocalBackend(tmp_path), embed_on="gpu")  # type: ignore[arg-type]
 
 
-def test_a_cluster_without_ml_commons_is_told_so_in_one_line(opensearch):
-    shown = CliRunner().invoke(cli, ["model", "deploy", DEFAULT_MODEL, "--opensearch", opensearch.connection.url])
-    assert shown.exit_code == 1
-    assert shown.output.strip().splitlines() == [
-        f"Error: {opensearch.location} has no ML Commons (the opensearch-ml plugin) on any node, so it cannot run "
-        "models: install it, or embed on the client"]
+def test_a_cluster_without_ml_commons_is_told_so_in_one_line(opensearch, tmp_path):
+    source = tmp_path / "one.jsonl"
+    source.write_text('{"id": "1", "text": "shock waves"}\n')
+    said = f"Error: {opensearch.location} has no ML Commons (the opensearch-ml plugin) on any node, so it cannot run "
+    for command in (["model", "deploy", DEFAULT_MODEL], ["ingest", str(source), "--index", "never-made",
+                                                           "--embed-on", "server"]):
+        shown = CliRunner().invoke(cli, [*command, "--opensearch", opensearch.connection.url])
+        assert shown.exit_code == 1
+        assert shown.output.strip().splitlines() == [said + "models: install it, or embed on the client"]
+    assert not opensearch.exists("never-made")
 
 
 @pytest.fixture(scope="module")
-def deployed(neural, neural_cranfield):
-    """The model of the neural node's Cranfield, deployed there (and undeployed by the last test)."""
-    return deploy_for(neural, neural_cranfield)
+def embeds(neural, local_cranfield):
+    """Cranfield on the neural node, copied from the embedded index, for these tests alone: what they record
+    in it (the deployed model) must not change what the other tests of that node print."""
+    from cluster import copy_index
+
+    if neural.exists("cranfield-embeds"):
+        neural.delete("cranfield-embeds")
+    copy_index(local_cranfield, "cranfield", neural, "cranfield-embeds")
+    yield "cranfield-embeds"
+    neural.delete("cranfield-embeds")
 
 
-def test_deploy_checks_the_clusters_vectors_and_a_rerun_reuses_the_model(neural, neural_cranfield, deployed):
-    assert deployed.least_cosine >= 0.9999 and deployed.registered_now in (True, False)
-    assert neural.meta(neural_cranfield).server_model == deployed.model_id
-    shown = CliRunner().invoke(cli, ["model", "deploy", "--index", neural_cranfield,
+@pytest.fixture(scope="module")
+def deployed(neural, embeds):
+    """The model of that Cranfield, deployed there (and undeployed by the last test)."""
+    return deploy_for(neural, embeds)
+
+
+def test_deploy_checks_the_clusters_vectors_and_a_rerun_reuses_the_model(neural, embeds, deployed):
+    assert deployed.least_cosine >= 0.9999
+    assert deployed.name.startswith("hybrid/all-MiniLM-L6-v2/fp32/")  # named by the model and its package's hash
+    assert neural.meta(embeds).server_model == deployed.model_id
+    shown = CliRunner().invoke(cli, ["model", "deploy", "--index", embeds,
                                      "--opensearch", neural.connection.url])
     assert shown.exit_code == 0, shown.output
     again = json.loads(shown.output)
@@ -70,11 +96,11 @@ def test_deploy_checks_the_clusters_vectors_and_a_rerun_reuses_the_model(neural,
     assert again["least_cosine"] >= 0.9999
 
 
-def test_text_only_queries_rank_as_client_side_ones(neural, neural_cranfield, cranfield, embedder, deployed):
+def test_text_only_queries_rank_as_client_side_ones(neural, embeds, cranfield, embedder, deployed):
     """The same hits in the same order, vector leg and fused, from the query's text alone; and the request
     `hybrid pipeline create` prints sends text (a neural query naming the model), no vector."""
-    here = Searcher(neural_cranfield, neural, embedder=embedder)
-    there = Searcher(neural_cranfield, neural, embed_on="server")
+    here = Searcher(embeds, neural, embedder=embedder)
+    there = Searcher(embeds, neural, embed_on="server")
     queries = list(load_queries(cranfield / "queries.jsonl").values())[:40]
     for mode in ("vector", "hybrid"):
         same = sum([hit.id for hit in there.search(query, mode=mode)]
@@ -82,7 +108,15 @@ def test_text_only_queries_rank_as_client_side_ones(neural, neural_cranfield, cr
         assert same >= 39, (mode, same)  # at most one tie ordered apart by float noise
     client, server = here.search(queries[0], mode="vector"), there.search(queries[0], mode="vector")
     assert [hit.score for hit in server] == pytest.approx([hit.score for hit in client], abs=1e-5)
-    printed = CliRunner().invoke(cli, ["pipeline", "create", "hybrid-text", "--index", neural_cranfield,
+    fused_there = Searcher(embeds, neural, embed_on="server", fusion_on="server")
+    assert [hit.id for hit in fused_there.search(queries[1])] == [hit.id for hit in here.search(queries[1])]
+
+    async def searched_async() -> list[str]:
+        async with AsyncSearcher(embeds, opensearch=neural.connection, embed_on="server") as searcher:
+            return [hit.id for hit in await searcher.search(queries[2])]
+
+    assert asyncio.run(searched_async()) == [hit.id for hit in here.search(queries[2])]
+    printed = CliRunner().invoke(cli, ["pipeline", "create", "hybrid-text", "--index", embeds,
                                        "--opensearch", neural.connection.url])
     assert printed.exit_code == 0, printed.output
     assert f'"model_id": "{deployed.model_id}"' in printed.output and '"query_text": "QUERY"' in printed.output
@@ -98,11 +132,61 @@ def test_a_chunked_index_is_searched_by_the_same_windows(neural, cranfield, embe
         neural.delete("cranfield-windows")
     ingest(source, "cranfield-windows", neural, embedder, progress=False, chunking="128/64")
     assert deploy_for(neural, "cranfield-windows").model_id == deployed.model_id  # one model serves both
+    with pytest.raises(HybridError, match="also embeds for"):  # so undeploying it for one would break the other
+        undeploy_for(neural, "cranfield-windows")
     here = Searcher("cranfield-windows", neural, embedder=embedder)
     there = Searcher("cranfield-windows", neural, embed_on="server")
     for query in list(load_queries(cranfield / "queries.jsonl").values())[:10]:
         assert [h.id for h in there.search(query, mode="vector")] == [h.id for h in here.search(query, mode="vector")]
     neural.delete("cranfield-windows")
+
+
+@pytest.mark.parametrize("chunk", ["off", "128/64"])
+def test_documents_embedded_by_the_cluster_are_hybrids_vectors(neural, cranfield, embedder, deployed, chunk, tmp_path):
+    """`hybrid ingest --embed-on server` writes texts (each window, cut as hybrid cuts it) that the cluster
+    embeds: the same vectors as hybrid's (cosine at least 0.9999), searched alike; a re-run embeds nothing,
+    and a changed document is embedded again."""
+    source = tmp_path / "part.jsonl"
+    lines = (cranfield / "corpus.jsonl").read_text().splitlines(keepends=True)[:120]
+    source.write_text("".join(lines))
+    there, here = f"server-{chunk.replace('/', '-')}", f"client-{chunk.replace('/', '-')}"
+    for name in (there, here):
+        if neural.exists(name):
+            neural.delete(name)
+    ingest(source, here, neural, embedder, progress=False, chunking=chunk)
+    url = ["--opensearch", neural.connection.url]
+    command = ["ingest", str(source), "--index", there, "--chunk", chunk, "--embed-on", "server", "--quiet", *url]
+    shown = CliRunner().invoke(cli, command)
+    assert shown.exit_code == 0, shown.output
+    assert f"model {deployed.model_id}" in shown.output and "embedded 120" in shown.output
+    assert neural.meta(there).server_model == deployed.model_id
+    field = WINDOWS_FIELD if chunk != "off" else VECTOR_FIELD
+    theirs, ours = stored_vectors(neural, there, field), stored_vectors(neural, here, field)
+    assert theirs.keys() == ours.keys() and len(theirs) == 120
+    for doc_id, rows in ours.items():
+        assert rows.shape == theirs[doc_id].shape, doc_id
+        assert np.min(np.sum(rows * theirs[doc_id], axis=1)) >= 0.9999, doc_id
+    searched_there = Searcher(there, neural, embed_on="server")
+    searched_here = Searcher(here, neural, embedder=embedder)
+    for query in list(load_queries(cranfield / "queries.jsonl").values())[:10]:
+        assert [h.id for h in searched_there.search(query)] == [h.id for h in searched_here.search(query)], query
+    again = CliRunner().invoke(cli, command)
+    assert "embedded 0, unchanged 120" in again.output, again.output
+    first = json.loads(lines[0])
+    source.write_text(json.dumps({**first, "text": first["text"] + " revised"}) + "\n" + "".join(lines[1:]))
+    assert "embedded 1, unchanged 119" in CliRunner().invoke(cli, command).output
+    for name in (there, here):
+        neural.delete(name)
+
+
+def stored_vectors(backend, index: str, field: str) -> dict[str, np.ndarray]:
+    """Each document's stored vectors (its windows' in a chunked index) as rows, by id."""
+    # the whole _source: with a _source filter, 3.6 derives a nested vector of a lone window as 1
+    hits = backend.client.search(index=index, body={"size": 1000})["hits"]["hits"]
+    assert not any(TO_EMBED_FIELD in hit["_source"] for hit in hits)  # the pipeline removes the texts it embedded
+    value = {hit["_id"]: hit["_source"][field] for hit in hits}
+    return {doc_id: np.array([w["vector"] for w in rows] if field == WINDOWS_FIELD else [rows], dtype=np.float32)
+            for doc_id, rows in value.items()}
 
 
 def test_a_model_hybrid_did_not_register_is_left_alone(neural, deployed):
@@ -125,12 +209,25 @@ def test_a_model_hybrid_did_not_register_is_left_alone(neural, deployed):
     assert str(neural.request("GET", f"/_plugins/_ml/model_groups/{ours}")["description"]).startswith(MARK)
 
 
-def test_undeploy_removes_the_model_and_the_index_forgets_it(neural, neural_cranfield, deployed):
-    assert undeploy_for(neural, neural_cranfield) == deployed.name
-    assert neural.meta(neural_cranfield).server_model == ""
+def test_undeploy_removes_the_model_and_the_index_forgets_it(neural, embeds, deployed):
+    assert undeploy_for(neural, embeds) == deployed.name
+    assert neural.meta(embeds).server_model == ""
     with pytest.raises(IncompatibleIndexError, match="records no model deployed in the cluster"):
-        Searcher(neural_cranfield, neural, embed_on="server").search("boundary layer")
+        Searcher(embeds, neural, embed_on="server").search("boundary layer")
     assert neural.request("GET", f"/_plugins/_ml/models/{deployed.model_id}")["model_state"] in ("UNDEPLOYED",
                                                                                                  "REGISTERED")
     with pytest.raises(HybridError, match="records no model deployed"):
-        undeploy_for(neural, neural_cranfield)
+        undeploy_for(neural, embeds)
+
+
+def test_ingest_and_a_reindex_of_the_same_named_model_keep_the_deployed_model(tmp_path, embedder, other_space_model):
+    """The record follows the vectors: kept while they stay the same model's, forgotten when a re-index
+    switches models or re-embeds with a model folder (which may have been trained again in place)."""
+    backend, sample = LocalBackend(tmp_path), ROOT / "examples" / "sample" / "corpus.jsonl"
+    ingest(sample, "sample", backend, embedder, progress=False)
+    backend.record_meta("sample", replace(backend.meta("sample"), server_model="model-1"))
+    ingest(sample, "sample", backend, embedder, progress=False)
+    reindex("sample", backend, embedder, progress=False)
+    assert backend.meta("sample").server_model == "model-1"
+    reindex("sample", backend, Embedder(other_space_model), progress=False, force=True)
+    assert backend.meta("sample").server_model == ""

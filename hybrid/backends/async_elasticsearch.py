@@ -26,7 +26,7 @@ class AsyncElasticsearchBackend(AsyncOpenSearchBackend):
     """The reads an async searcher makes of an Elasticsearch cluster (8.x or 9.x)."""
 
     errors = ELASTICSEARCH_ERRORS
-    embeds_queries = False
+    embeds_texts = False
     vector_search = staticmethod(elasticsearch_knn)
 
     def __init__(self, connection: Connection | None = None, client: AsyncElasticsearch | None = None) -> None:

@@ -57,7 +57,7 @@ class AsyncOpenSearchBackend:
 
     snapshot_ttl_s = OpenSearchBackend.snapshot_ttl_s
     max_depth: int | None = MAX_RESULT_WINDOW
-    embeds_queries = True
+    embeds_texts = True
     errors = OPENSEARCH_ERRORS
     vector_search = staticmethod(knn_search)
 

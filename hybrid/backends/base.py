@@ -123,14 +123,24 @@ class Snapshot:
 
 
 @dataclass(frozen=True)
+class ToEmbed:
+    """A document's texts (its windows in a chunked index, else its one text), for the store to embed with
+    its deployed model ``model_id`` as it writes the document, instead of vectors hybrid made."""
+
+    texts: list[str]
+    model_id: str
+
+
+@dataclass(frozen=True)
 class StoredDocument:
     """A document as written to an index: fields, content hash and its vectors, one row per window of a
-    chunked index (one row for a document that fits the model, and for every document otherwise)."""
+    chunked index (one row for a document that fits the model, and for every document otherwise), or the
+    texts the store embeds (``ToEmbed``)."""
 
     id: str
     fields: dict[str, Any]
     hash: str
-    vectors: np.ndarray
+    vectors: np.ndarray | ToEmbed
 
 
 class LegHit(NamedTuple):
@@ -222,8 +232,9 @@ class Backend(Protocol):
     """How long a searcher may keep using a snapshot before taking a new one."""
     max_depth: int | None
     """The most hits one leg can return (None: no limit)."""
-    embeds_queries: bool
-    """Whether a vector leg may be given as text for the store to embed (``ServerEmbedded``)."""
+    embeds_texts: bool
+    """Whether the store can embed texts itself, with a model ``hybrid model deploy`` put there: a vector leg
+    given as text (``ServerEmbedded``), documents written as texts (``ToEmbed``)."""
     def names(self) -> list[str]: ...
 
     def exists(self, index: str) -> bool: ...

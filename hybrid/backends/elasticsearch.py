@@ -168,7 +168,7 @@ class ElasticsearchBackend(OpenSearchBackend):
 
     engine: Engine = "elasticsearch"
     errors = ELASTICSEARCH_ERRORS
-    embeds_queries = False
+    embeds_texts = False
     helpers: Any = helpers
     vector_search = staticmethod(knn_search)
 

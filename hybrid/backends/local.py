@@ -292,7 +292,7 @@ class LocalBackend:
     snapshot_ttl_s = 0.0
     """Following the link costs microseconds, so a searcher looks at it on every query."""
     max_depth: int | None = None
-    embeds_queries = False
+    embeds_texts = False
 
     def server_fusion(self, target: str) -> str:
         return "an embedded index has no server to fuse on"
@@ -519,6 +519,7 @@ class LocalWriter(IndexWriter):
     def write(self, documents: Sequence[StoredDocument]) -> None:
         most = None if self._meta.chunking else 1
         for document in documents:
+            assert isinstance(document.vectors, np.ndarray)  # ingest never asks this folder to embed
             shape = document.vectors.shape
             if len(shape) != 2 or shape[1] != self._meta.dimension or not 1 <= shape[0] <= (most or shape[0]):
                 raise ValueError(f"document {document.id!r}: vectors of shape {shape}, not "

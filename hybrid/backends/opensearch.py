@@ -42,6 +42,7 @@ from .base import (
     ServerEmbedded,
     Snapshot,
     StoredDocument,
+    ToEmbed,
     Version,
     WriteFailure,
     check_index_name,
@@ -59,6 +60,8 @@ from .cluster_errors import (
 from .mapping import Engine, index_mapping
 
 ID_FIELD, HASH_FIELD, TEXT_FIELD, VECTOR_FIELD, WINDOWS_FIELD = INTERNAL_FIELDS
+TO_EMBED_FIELD = "hybrid_to_embed"
+"""Where a document written as texts carries them to the ingest pipeline that embeds them (and removes it)."""
 STORED_ONLY = [VECTOR_FIELD, WINDOWS_FIELD, HASH_FIELD, ID_FIELD, TEXT_FIELD]
 """Internal fields kept in each document's source, and left out of what searches return."""
 TRANSIENT_STATUSES = (429, 500, *RETRY_STATUSES[1:])
@@ -522,7 +525,7 @@ class OpenSearchBackend:
     snapshot_ttl_s = 10.0
     """Finding the serving version costs round trips, so a searcher re-checks it this often."""
     max_depth: int | None = MAX_RESULT_WINDOW
-    embeds_queries = True
+    embeds_texts = True
     """With a model deployed by ``hybrid model deploy`` (ML Commons, neural-search)."""
     engine: Engine = "opensearch"
     """The mapping's syntax (``mapping.index_mapping``)."""
@@ -836,9 +839,27 @@ class OpenSearchBackend:
     def request(self, method: str, path: str, body: Any = None) -> Any:
         """One request to a plugin's REST API that the client has no method for (ML Commons' models); a 429,
         5xx or lost connection is sent again, waiting between tries, as a write is."""
+        timeout = {"request_timeout": self.connection.write_timeout}  # a model's chunk is 10 MB
         with self._errors():
-            return self._with_retries(lambda: self.client.transport.perform_request(method, path, body=body),
+            return self._with_retries(lambda: self.client.transport.perform_request(method, path, params=timeout,
+                                                                                      body=body),
                                       self.connection.retries, f"{method} {path}")
+
+    def embedding_pipeline(self, model_id: str, windows: bool) -> str:
+        """The name of the ingest pipeline that embeds a document's ``TO_EMBED_FIELD`` with the deployed model
+        ``model_id`` (neural-search's ``text_embedding``) into the field hybrid writes vectors to (each window
+        into its nested object's ``vector``), written (again: it is the same) before a writer uses it."""
+        name = f"hybrid-embed-{model_id}-{'windows' if windows else 'whole'}"
+        target = WINDOWS_FIELD if windows else VECTOR_FIELD
+        processors: list[dict[str, Any]] = [
+            {"text_embedding": {"model_id": model_id, "field_map": {TO_EMBED_FIELD: target}}},
+            {"remove": {"field": TO_EMBED_FIELD}}]
+        if windows:  # text_embedding writes each window's vector as {"knn": [...]}; hybrid's mapping reads "vector"
+            renamed = f"for (def w : ctx['{WINDOWS_FIELD}']) {{ w['vector'] = w.remove('knn'); }}"
+            processors.insert(1, {"script": {"lang": "painless", "source": renamed}})
+        self.request("PUT", f"/_ingest/pipeline/{name}",
+                     {"description": "hybrid: embeds documents' texts as hybrid would", "processors": processors})
+        return name
 
     def search_pipeline(self, name: str) -> dict[str, Any] | None:
         with self._errors():
@@ -877,6 +898,7 @@ class OpenSearchWriter(IndexWriter):
         self._failures: list[WriteFailure] = []
         self._retried: list[str] = []
         self._set_aside_before = len(self._set_aside())
+        self._pipelines: dict[str, str] = {}  # deployed model id -> the ingest pipeline that embeds with it
 
     @property
     def retried(self) -> list[str]:
@@ -894,9 +916,14 @@ class OpenSearchWriter(IndexWriter):
 
     def write(self, documents: Sequence[StoredDocument]) -> None:
         self._wait(in_flight=self._threads - 1)
+        models = {d.vectors.model_id for d in documents if isinstance(d.vectors, ToEmbed)}
+        for model_id in models - self._pipelines.keys():
+            self._pipelines[model_id] = self._backend.embedding_pipeline(model_id, self._windows)
         self._pending.append(self._pool.submit(self._send, list(documents)))
 
-    def _vectors(self, vectors: np.ndarray) -> dict[str, Any]:
+    def _vectors(self, vectors: np.ndarray | ToEmbed) -> dict[str, Any]:
+        if isinstance(vectors, ToEmbed):  # the pipeline embeds them into the field the vectors go to
+            return {TO_EMBED_FIELD: vectors.texts if self._windows else vectors.texts[0]}
         if self._windows:
             return {WINDOWS_FIELD: [{"vector": row.tolist()} for row in vectors]}
         if len(vectors) != 1:
@@ -909,7 +936,8 @@ class OpenSearchWriter(IndexWriter):
         actions = {
             d.id: {"_op_type": "index", "_index": self._index, "_id": d.id,
                    "_source": {**d.fields, ID_FIELD: d.id, HASH_FIELD: d.hash, **self._vectors(d.vectors),
-                               **analysable_copies(d.fields, self._text_fields)}}
+                               **analysable_copies(d.fields, self._text_fields)},
+                   **({"pipeline": self._pipelines[d.vectors.model_id]} if isinstance(d.vectors, ToEmbed) else {})}
             for d in documents
         }
         backend, attempts = self._backend, self._backend.connection.retries

@@ -1,0 +1,152 @@
+"""Issue #27 figures: the cluster embeds (ML Commons, ``hybrid model deploy``) against hybrid embedding, on
+SciFact test (the default chunking: 128/64 windows), through the library calls the CLI makes.
+
+    python bench/cluster_embed_bench.py --opensearch http://127.0.0.1:9220 [--cluster http://127.0.0.1:9210]
+        [--docs N]
+
+On each target (a neural-search node; ``--cluster``: a cluster whose every node may run models):
+1. ingest docs/s: client-side ``hybrid ingest`` against ``--embed-on server`` (same documents, same model,
+   fresh indexes), and on a cluster which nodes ran the model (ML Commons' profile of it);
+2. cosine between the cluster's and hybrid's stored vectors of 1,000 documents (every window), and of the
+   300 test queries (``_predict``): min and mean;
+3. nDCG@10 (hybrid and vector) with client-embedded index and queries against server-embedded index and
+   queries, and the share of queries whose top 10 is the same;
+4. query p50/p95, embedding included on both sides: a ``neural`` text query against a client-encoded one.
+
+Writes bench/results/cluster_embed.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from common import take_turns
+
+from hybrid.backends.opensearch import VECTOR_FIELD, WINDOWS_FIELD, Connection, OpenSearchBackend
+from hybrid.cluster_model import agreement, ingest_on_server
+from hybrid.embed import DEFAULT_MODEL
+from hybrid.evaluate import load_qrels, load_queries, score
+from hybrid.ingest import ingest
+from hybrid.onnx_encoder import document_encoder
+from hybrid.searcher import Searcher
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "scifact"
+
+
+def part_of_corpus(docs: int | None, folder: Path) -> Path:
+    """The first ``docs`` documents of SciFact (all where None), as a file an ingest reads (nDCG is then only
+    a check that both sides agree: most judged documents are missing)."""
+    if docs is None:
+        return DATA / "corpus.jsonl"
+    path = folder / f"scifact-{docs}.jsonl"
+    path.write_text("".join((DATA / "corpus.jsonl").read_text(encoding="utf-8").splitlines(keepends=True)[:docs]))
+    return path
+
+
+def ingested(backend: OpenSearchBackend, source: Path, where: str) -> dict:
+    """Ingest ``source`` into a fresh index embedded on ``where``; docs/s."""
+    index = f"bench-embed-{where}"
+    if backend.exists(index):
+        backend.delete(index)
+    encoder = document_encoder(DEFAULT_MODEL)
+    started = time.perf_counter()
+    if where == "server":
+        report = ingest_on_server(source, index, backend, encoder, progress=False)[1]
+    else:
+        report = ingest(source, index, backend, encoder, progress=False)
+    seconds = time.perf_counter() - started
+    return {"index": index, "documents": report.count, "seconds": round(seconds, 1),
+            "docs_per_s": round(report.count / seconds, 1)}
+
+
+def stored(backend: OpenSearchBackend, index: str, ids: list[str]) -> dict[str, np.ndarray]:
+    """Each of ``ids``'s stored vectors (every window's), as rows."""
+    found = backend.client.mget(index=index, body={"ids": ids}, _source=[VECTOR_FIELD, WINDOWS_FIELD])["docs"]
+    return {doc["_id"]: np.array([w["vector"] for w in doc["_source"][WINDOWS_FIELD]]
+                                 if WINDOWS_FIELD in doc["_source"] else [doc["_source"][VECTOR_FIELD]])
+            for doc in found if doc.get("found")}
+
+
+def vector_agreement(backend: OpenSearchBackend, client_index: str, server_index: str, how_many: int) -> dict:
+    ids = [doc_id for doc_id, _ in zip(backend.hashes(client_index), range(how_many))]
+    ours, theirs = stored(backend, client_index, ids), stored(backend, server_index, ids)
+    cosines = np.concatenate([np.sum(ours[i] * theirs[i], axis=1) / np.linalg.norm(theirs[i], axis=1) for i in ids])
+    return {"documents": len(ids), "vectors": len(cosines), "min": round(float(cosines.min()), 6),
+            "mean": round(float(cosines.mean()), 6)}
+
+
+def ranked(searcher: Searcher, queries: dict[str, str], mode: str) -> dict[str, list[tuple[str, float]]]:
+    return {qid: [(hit.id, hit.score) for hit in searcher.search(text, k=10, mode=mode)]  # type: ignore[arg-type]
+            for qid, text in queries.items()}
+
+
+def relevance(backend: OpenSearchBackend, client_index: str, server_index: str, queries: dict[str, str],
+              qrels: dict) -> dict:
+    here = Searcher(client_index, backend)
+    there = Searcher(server_index, backend, embed_on="server")
+    figures: dict = {}
+    for mode in ("hybrid", "vector"):
+        runs = {"client": ranked(here, queries, mode), "server": ranked(there, queries, mode)}
+        scores = score(qrels, {name: {q: dict(hits) for q, hits in run.items()} for name, run in runs.items()},
+                       ["ndcg@10"])
+        same = sum([d for d, _ in runs["client"][q]] == [d for d, _ in runs["server"][q]] for q in queries)
+        figures[mode] = {"ndcg@10_client": round(scores["client"]["ndcg@10"], 4),
+                         "ndcg@10_server": round(scores["server"]["ndcg@10"], 4),
+                         "same_top10": round(same / len(queries), 4)}
+    figures["latency"] = take_turns({
+        "vector, client-encoded": lambda q: here.search(q, k=10, mode="vector"),
+        "vector, neural text query": lambda q: there.search(q, k=10, mode="vector"),
+        "hybrid, client-encoded": lambda q: here.search(q, k=10),
+        "hybrid, neural text query": lambda q: there.search(q, k=10)}, list(queries.values()))
+    return figures
+
+
+def model_profile(backend: OpenSearchBackend) -> dict:
+    """Which nodes ran models, and how many predictions each made (ML Commons' profile API)."""
+    answer = backend.request("GET", "/_plugins/_ml/profile/models")
+    return {node: {model: info.get("model_inference_stats", {}).get("count")
+                   for model, info in found.get("models", {}).items()}
+            for node, found in answer.get("nodes", {}).items()}
+
+
+def target(url: str, source: Path, queries: dict[str, str], qrels: dict) -> dict:
+    backend = OpenSearchBackend(Connection(url))
+    figures = {"client": ingested(backend, source, "client"), "server": ingested(backend, source, "server")}
+    figures["ingest_speedup"] = round(figures["server"]["docs_per_s"] / figures["client"]["docs_per_s"], 2)
+    figures["nodes_that_embedded"] = model_profile(backend)
+    client, server = figures["client"]["index"], figures["server"]["index"]
+    model_id = backend.meta(server).server_model
+    figures["document_cosine"] = vector_agreement(backend, client, server, 1000)
+    least, mean = agreement(backend, model_id, DEFAULT_MODEL, "fp32", tuple(queries.values()))
+    figures["query_cosine"] = {"queries": len(queries), "min": round(least, 6), "mean": round(mean, 6)}
+    figures.update(relevance(backend, client, server, queries, qrels))
+    print(url, json.dumps(figures), flush=True)
+    return figures
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--opensearch", required=True, help="a node with neural-search (ML Commons)")
+    parser.add_argument("--cluster", help="a cluster with neural-search whose every node may run models")
+    parser.add_argument("--docs", type=int, help="the first N SciFact documents only [default: all 5,183]")
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "cluster_embed.json")
+    args = parser.parse_args()
+    qrels = load_qrels(DATA / "qrels" / "test.tsv")
+    queries = {q: text for q, text in load_queries(DATA / "queries.jsonl").items() if q in qrels}
+    with tempfile.TemporaryDirectory(prefix="hybrid-bench-") as scratch:
+        source = part_of_corpus(args.docs, Path(scratch))
+        results = {"one node": target(args.opensearch, source, queries, qrels)}
+        if args.cluster:
+            results["cluster"] = target(args.cluster, source, queries, qrels)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2))
+    print(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
