@@ -97,7 +97,7 @@ install() {
   local last=opensearch-knn  # the last plugin installed: there, the installation is complete
   if [ -n "$neural" ]; then install_libtorch; fi
   if [ -n "$neural" ]; then last=opensearch-neural-search; fi
-  if [ -d "$home/plugins/$last" ]; then return; fi
+  if [ -d "$home/plugins/$last" ]; then neural_modules; return; fi
   unpack "$(fetch "org.opensearch.distribution.integ-test-zip:opensearch:$version:zip")" "opensearch-$version"
   module lang-painless org.opensearch.painless.PainlessPlugin "" "Painless scripting language"
   # Painless generates classes at run time (its own plugin-security.policy grants exactly this).
@@ -108,6 +108,18 @@ install() {
   for plugin in ${neural:+opensearch-job-scheduler opensearch-ml-plugin} opensearch-knn ${neural:+neural-search}; do
     "$home/bin/opensearch-plugin" install --batch "file://$(fetch "org.opensearch.plugin:$plugin:$version.0:zip")" >&2
   done
+  neural_modules
+}
+
+neural_modules() {  # what ingest on the cluster needs besides neural-search: the remove and script processors
+  [ -n "$neural" ] || return 0
+  local dir=$home/modules/ingest-common
+  [ -f "$dir/plugin-descriptor.properties" ] && return 0  # 3.x distributions ship it
+  module ingest-common org.opensearch.ingest.common.IngestCommonPlugin lang-painless "Common ingest processors"
+  # its grok processor's regular expressions (joni, jcodings) are dependencies of a dependency
+  mvn -B -q -Dstyle.color=never dependency:copy -Dartifact="org.opensearch:opensearch-grok:$version:pom" -DoutputDirectory="$cache" >&2
+  mvn -B -q -Dstyle.color=never dependency:copy-dependencies -f "$cache/opensearch-grok-$version.pom" -DincludeScope=runtime \
+    -DexcludeTransitive=true -DoutputDirectory="$dir" >&2
 }
 
 installation() { echo "opensearch-$version${neural:+-neural}"; }
