@@ -99,7 +99,8 @@ class AsyncSearcher(BaseSearcher):
 
     async def warm_up(self) -> AsyncSearcher:
         """Check the index and load its query encoder now (at the application's start), so the first query
-        is as fast as the rest. Raises what a search would: the index is missing, the cluster is down."""
+        is as fast as the rest (``embed_on="server"``: one neural search, as ``Searcher.warm_up``). Raises
+        what a search would: the index is missing, the cluster is down."""
         await self._run(self._warm_up())
         return self
 

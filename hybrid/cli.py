@@ -337,6 +337,13 @@ def query_encoder_option(command: Callable[..., Any]) -> Callable[..., Any]:
                              "default: auto].")(command)
 
 
+def query_embed_option(command: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option("--embed-on", type=click.Choice(EMBED_SITES), default="client", show_default=True,
+                        envvar="HYBRID_EMBED_ON",
+                        help="Where queries are embedded: here, or by the model `hybrid model deploy` put in the "
+                             "OpenSearch cluster (a neural query). [env: HYBRID_EMBED_ON]")(command)
+
+
 def parse_filters(values: tuple[str, ...]) -> dict[str, list[str]]:
     filters: dict[str, list[str]] = {}
     for value in values:
@@ -369,9 +376,7 @@ def parse_filters(values: tuple[str, ...]) -> dict[str, list[str]]:
               envvar="HYBRID_FUSION_ON",
               help="Where hybrid hits are fused: here, or by OpenSearch's own hybrid query (neural-search 2.19+; "
                    "where the cluster cannot, here, saying why). [env: HYBRID_FUSION_ON]")
-@click.option("--embed-on", type=click.Choice(EMBED_SITES), default="client", show_default=True,
-              help="Where the query is embedded: here, or by the model `hybrid model deploy` put in the "
-                   "OpenSearch cluster (a neural query).")
+@query_embed_option
 @click.option("--json", "as_json", is_flag=True, help="Print hits as JSON.")
 @settings_option
 @query_encoder_option
@@ -454,11 +459,12 @@ def results_table(results: dict[str, dict[str, float]]) -> Table:
 @click.option("--json", "as_json", is_flag=True)
 @settings_option
 @query_encoder_option
+@query_embed_option
 @backend_options
 def eval_command(backend: Backend, index: str | None, queries: str | None, qrels: str | None, beir: str | None,
                  split: str, modes: str, metric_list: list[str], exclude_self: bool, save_runs: str | None,
                  with_test: bool, plot_path: str | None, as_json: bool, settings_path: str | None,
-                 query_encoder: EncoderKind | None) -> None:
+                 query_encoder: EncoderKind | None, embed_on: EmbedSite) -> None:
     """Score BM25, vector and hybrid retrieval against relevance judgments."""
     ev.require_eval(*(["matplotlib"] if plot_path else []))
     index, queries, qrels = beir_inputs(beir, index, queries, qrels, split, backend)
@@ -467,7 +473,8 @@ def eval_command(backend: Backend, index: str | None, queries: str | None, qrels
         raise click.BadParameter(f"unknown modes {sorted(unknown)}; choose from {', '.join(MODES)}",
                                  param_hint="--modes")
     judged, all_queries = ev.load_qrels(qrels), ev.load_queries(queries)
-    searcher = Searcher(index, backend, settings=settings_file(settings_path), query_encoder=query_encoder)
+    searcher = Searcher(index, backend, settings=settings_file(settings_path), query_encoder=query_encoder,
+                        embed_on=embed_on)
     results, runs = ev.evaluate_modes(searcher, all_queries, judged, mode_list, metric_list,  # type: ignore[arg-type]
                                       exclude_self=exclude_self, progress=not as_json)
     skipped = sum(1 for q in all_queries if q not in judged)
@@ -763,9 +770,11 @@ def index_info(backend: Backend, index: str) -> None:
     info = backend.info(index)
     versions = [{"name": v.name, "number": v.number, "previous": v.previous, "serving": v.serving}
                 for v in info.versions]
+    meta = info.meta.to_dict()
+    if not backend.embeds_texts:  # no model can be deployed where nothing runs models: the field cannot apply
+        del meta["server_model"]
     click.echo(json.dumps({"index": info.name, "count": info.count, "location": info.location,
-                           **info.layout, **info.meta.to_dict(), "versions": versions}, indent=2,
-                          ensure_ascii=False))
+                           **info.layout, **meta, "versions": versions}, indent=2, ensure_ascii=False))
 
 
 @index_group.command("delete")

@@ -48,6 +48,20 @@ USABLE = ("REGISTERED", "DEPLOYING", "DEPLOYED", "PARTIALLY_DEPLOYED", "UNDEPLOY
 """States of a model whose upload completed; any other (REGISTERING, DEPLOY_FAILED) is not reused."""
 
 
+SETUP_ADVICE = (
+    ("allow_registering_model_via_local_file",
+     "hybrid uploads the model in chunks, which the cluster setting "
+     "plugins.ml_commons.allow_registering_model_via_local_file: true allows"),
+    ("no eligible node",
+     "no node may run models: give some the ml role, or set plugins.ml_commons.only_run_on_ml_node: false"),
+    ("pytorch",
+     "the nodes could not load PyTorch's native libraries, which ML Commons downloads on first use: without the "
+     "internet, point each node at them with -DPYTORCH_LIBRARY_PATH (as docker/opensearch-node.sh --neural does)"),
+)
+"""What a cluster's default settings or a closed network make ML Commons answer, and what the operator
+changes: said after its own words, so a user need not know ML Commons' settings to act."""
+
+
 class NoMlCommonsError(HybridError):
     """The cluster has no ML Commons plugin, so it cannot run models."""
 
@@ -222,7 +236,19 @@ def require_ml_commons(backend: OpenSearchBackend) -> None:
 
 
 def _ml(backend: OpenSearchBackend, method: str, path: str, body: Any = None) -> Any:
-    return backend.request(method, f"/_plugins/_ml/{path}", body)
+    try:
+        return backend.request(method, f"/_plugins/_ml/{path}", body)
+    except HybridError as error:
+        advised = _advised(str(error))
+        if advised == str(error):
+            raise
+        raise HybridError(advised, status=error.status) from error
+
+
+def _advised(message: str) -> str:
+    """``message`` with what to change appended, where it is a refusal of ``SETUP_ADVICE``."""
+    lowered = message.lower()
+    return next((f"{message} ({advice})" for phrase, advice in SETUP_ADVICE if phrase in lowered), message)
 
 
 def _model(backend: OpenSearchBackend, model_id: str) -> dict[str, Any]:
@@ -291,7 +317,8 @@ def _wait_task(backend: OpenSearchBackend, task_id: str, what: str) -> None:
             raise HybridError(f"{what} at {backend.location}: still {task['state']} after {WAIT_S:.0f} s")
         time.sleep(0.5)
     if task["state"] != "COMPLETED":
-        raise HybridError(f"{what} at {backend.location} ended {task['state']}: {_first_error(task.get('error'))}")
+        raise HybridError(_advised(f"{what} at {backend.location} ended {task['state']}: "
+                                   f"{_first_error(task.get('error'))}"))
 
 
 def _first_error(error: Any) -> str:

@@ -180,7 +180,10 @@ class BaseSearcher:
 
     def _warm_up(self) -> Steps[None]:
         snapshot = yield from self._current(refresh=True)
-        yield from self._query_vectors(snapshot, ["warm up"])
+        if self.embed_on == "server":  # one neural search: the recorded model is deployed, and warm on its nodes
+            yield from self._legs(snapshot, ["warm up"], "vector", 1, None)
+        else:
+            yield from self._query_vectors(snapshot, ["warm up"])
 
     def _check(self, queries: Sequence[str], mode: Mode, depth: int) -> None:
         """Refuse what no backend should be asked, wherever the search goes."""
@@ -336,7 +339,9 @@ class Searcher(BaseSearcher):
 
     def warm_up(self) -> Searcher:
         """Check the index and load its query encoder now (call it at an application's start), so the first
-        query is as fast as the rest. Raises what a search would: the index is missing, the cluster is down."""
+        query is as fast as the rest; with ``embed_on="server"``, send one neural search, which finds the
+        recorded model undeployed and warms it on its nodes. Raises what a search would: the index is
+        missing, the cluster is down."""
         run(self._warm_up(), self.backend)
         return self
 

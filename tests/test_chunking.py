@@ -159,6 +159,7 @@ def test_cli_chunk_option_and_index_info(tmp_path, embedder):
     assert again.exit_code == 0, again.output
     info = json.loads(runner.invoke(cli, ["index", "info", "docs", "--data-dir", str(tmp_path / "idx")]).output)
     assert (info["chunking"], info["model"], info["precision"]) == ("", "all-MiniLM-L6-v2", "fp32")
+    assert "server_model" not in info  # nothing runs models in an embedded index
 
 
 def test_a_new_index_gets_windows_where_most_documents_are_longer_than_the_model_reads(tmp_path, embedder):

@@ -21,7 +21,7 @@ from hybrid.async_searcher import AsyncSearcher
 from hybrid.backends.local import LocalBackend
 from hybrid.backends.opensearch import TO_EMBED_FIELD, VECTOR_FIELD, WINDOWS_FIELD
 from hybrid.cli import cli
-from hybrid.cluster_model import MARK, deploy_for, package, undeploy_for
+from hybrid.cluster_model import MARK, SETUP_ADVICE, _advised, deploy_for, package, undeploy_for
 from hybrid.embed import DEFAULT_MODEL, Embedder
 from hybrid.errors import BadRequestError, HybridError, IncompatibleIndexError
 from hybrid.evaluate import load_queries
@@ -100,7 +100,7 @@ def test_text_only_queries_rank_as_client_side_ones(neural, embeds, cranfield, e
     """The same hits in the same order, vector leg and fused, from the query's text alone; and the request
     `hybrid pipeline create` prints sends text (a neural query naming the model), no vector."""
     here = Searcher(embeds, neural, embedder=embedder)
-    there = Searcher(embeds, neural, embed_on="server")
+    there = Searcher(embeds, neural, embed_on="server").warm_up()  # one neural search: the model serves
     queries = list(load_queries(cranfield / "queries.jsonl").values())[:40]
     for mode in ("vector", "hybrid"):
         same = sum([hit.id for hit in there.search(query, mode=mode)]
@@ -122,6 +122,21 @@ def test_text_only_queries_rank_as_client_side_ones(neural, embeds, cranfield, e
     assert f'"model_id": "{deployed.model_id}"' in printed.output and '"query_text": "QUERY"' in printed.output
     assert "floats" not in printed.output
     CliRunner().invoke(cli, ["pipeline", "delete", "hybrid-text", "--opensearch", neural.connection.url])
+
+
+def test_eval_scores_queries_the_cluster_embeds_as_client_embedded_ones(neural, embeds, cranfield, deployed):
+    """``hybrid eval --embed-on server`` (here through HYBRID_EMBED_ON) measures the text-only path: the
+    same nDCG@10 as queries embedded here, to float noise; `index info` shows the model it uses."""
+    args = ["eval", "--index", embeds, "--queries", str(cranfield / "queries.jsonl"), "--qrels",
+            str(cranfield / "qrels" / "test.tsv"), "--modes", "vector,hybrid", "--metrics", "ndcg@10", "--json",
+            "--opensearch", neural.connection.url]
+    here = CliRunner().invoke(cli, args)
+    there = CliRunner().invoke(cli, args, env={"HYBRID_EMBED_ON": "server"})
+    assert here.exit_code == 0 and there.exit_code == 0, (here.output, there.output)
+    for mode, scores in json.loads(here.stdout).items():
+        assert json.loads(there.stdout)[mode]["ndcg@10"] == pytest.approx(scores["ndcg@10"], abs=0.002), mode
+    info = CliRunner().invoke(cli, ["index", "info", embeds, "--opensearch", neural.connection.url])
+    assert json.loads(info.stdout)["server_model"] == deployed.model_id
 
 
 def test_a_chunked_index_is_searched_by_the_same_windows(neural, cranfield, embedder, deployed, tmp_path):
@@ -209,6 +224,31 @@ def test_a_model_hybrid_did_not_register_is_left_alone(neural, deployed):
     assert str(neural.request("GET", f"/_plugins/_ml/model_groups/{ours}")["description"]).startswith(MARK)
 
 
+def test_a_cluster_that_refuses_uploads_is_told_which_setting_allows_them(neural, deployed):
+    """A production cluster's default refuses the chunked upload: the user reads ML Commons' words and the
+    setting to change, in one line, and nothing is registered."""
+    setting = "plugins.ml_commons.allow_registering_model_via_local_file"
+    neural.client.cluster.put_settings(body={"transient": {setting: False}})
+    try:
+        shown = CliRunner().invoke(cli, ["model", "deploy", DEFAULT_MODEL, "--precision", "int8",
+                                         "--opensearch", neural.connection.url])
+    finally:
+        neural.client.cluster.put_settings(body={"transient": {setting: None}})
+    assert shown.exit_code == 1
+    [line] = shown.output.strip().splitlines()
+    assert line.endswith(f"({SETUP_ADVICE[0][1]})") and "user needs to enable" in line, line
+    registered = neural.request("POST", "/_plugins/_ml/models/_search",
+                                {"query": {"prefix": {"name.keyword": "hybrid/all-MiniLM-L6-v2/int8/"}}})
+    assert registered["hits"]["hits"] == []
+
+
+def test_what_to_change_follows_ml_commons_own_words():
+    said = "deploying m at http://x ended FAILED: ai.djl.engine.EngineException: Failed to save pytorch index file"
+    assert _advised(said) == f"{said} ({SETUP_ADVICE[2][1]})"
+    assert _advised("no eligible node found").endswith("plugins.ml_commons.only_run_on_ml_node: false)")
+    assert _advised("model not found") == "model not found"
+
+
 def test_undeploy_removes_the_model_and_the_index_forgets_it(neural, embeds, deployed):
     assert undeploy_for(neural, embeds) == deployed.name
     assert neural.meta(embeds).server_model == ""
@@ -218,6 +258,10 @@ def test_undeploy_removes_the_model_and_the_index_forgets_it(neural, embeds, dep
                                                                                                  "REGISTERED")
     with pytest.raises(HybridError, match="records no model deployed"):
         undeploy_for(neural, embeds)
+    neural.record_meta(embeds, replace(neural.meta(embeds), server_model=deployed.model_id))  # as a rollback may
+    with pytest.raises(IncompatibleIndexError, match=r"which cannot serve \(Model not ready.*hybrid model deploy"):
+        Searcher(embeds, neural, embed_on="server").warm_up()  # said at start-up, not on a user's first query
+    neural.record_meta(embeds, replace(neural.meta(embeds), server_model=""))
 
 
 def test_ingest_and_a_reindex_of_the_same_named_model_keep_the_deployed_model(tmp_path, embedder, other_space_model):

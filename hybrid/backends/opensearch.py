@@ -469,6 +469,11 @@ def leg_requests(target: str, query: LegQuery, vector_search: VectorSearch = knn
     return list(bodies), lines
 
 
+MODEL_UNUSABLE = re.compile(r"Model not ready|Failed to find model", re.IGNORECASE)
+"""ML Commons' answer to a ``neural`` query whose model is undeployed or gone (a rollback to a version that
+recorded it, an undeploy by model id): the index's record, not the query, is what to mend."""
+
+
 def failed_legs_raised(answer: Mapping[str, Any]) -> list[dict[str, Any]]:
     """The legs' responses; a leg that failed on the cluster's side (a node left mid-search) fails the whole
     request as a 5xx (or 429), so that it is tried again rather than answered from part of the index."""
@@ -491,7 +496,12 @@ def legs_from(target: str, legs: list[str], responses: list[dict[str, Any]], loc
                 if VERSION_NAME.fullmatch(target):
                     raise VersionGoneError(f"{target} is gone from {location}", status=404)
                 raise IndexNotFoundError(target, location, status=404)
-            raise answered(f"{product} {leg} query failed: {error.get('reason', error)}", response.get("status"))
+            reason = str(error.get("reason", error))
+            if leg == "vector" and MODEL_UNUSABLE.search(reason):
+                raise IncompatibleIndexError(f"{target} records a model for the cluster to embed queries with, "
+                                             f"which cannot serve ({reason}): `hybrid model deploy --index` "
+                                             "deploys it again", status=response.get("status"))
+            raise answered(f"{product} {leg} query failed: {reason}", response.get("status"))
         convert = inner_product if leg == "vector" else float
         hits = response.get("hits", {}).get("hits", [])  # a leg without hits is {} through LEG_RESPONSE
         found[leg] = [LegHit(hit_id(h), convert(h["_score"])) for h in hits]
