@@ -15,6 +15,7 @@ from .errors import (
     IndexNotFoundError,
     NotAClusterError,
     OverloadedError,
+    ServerModelError,
 )
 from .fusion import Fusion, LegRank, rrf
 from .hits import Hit
@@ -25,5 +26,5 @@ from .version import __version__
 __all__ = [
     "AsyncSearcher", "BadRequestError", "ClusterUnavailableError", "CredentialsRefusedError", "DamagedIndexError",
     "Fusion", "Hit", "HybridError", "IncompatibleIndexError", "IndexNotFoundError", "LegRank", "NotAClusterError",
-    "OverloadedError", "SearchSettings", "Searcher", "__version__", "rrf",
+    "OverloadedError", "SearchSettings", "Searcher", "ServerModelError", "__version__", "rrf",
 ]

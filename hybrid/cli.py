@@ -28,6 +28,7 @@ from .errors import (
     HybridError,
     IndexNotFoundError,
     NotAClusterError,
+    ServerModelError,
     require_extra,
 )
 from .finetune import DEV_METRIC, MAX_EPOCHS
@@ -77,6 +78,9 @@ def with_advice(error: Exception) -> str:
         return (f"{error}; start it (docker/opensearch-node.sh start or docker/elasticsearch-node.sh start, or "
                 "docker compose -f docker/docker-compose.yml up -d) or point --opensearch / --elasticsearch at a "
                 "running cluster")
+    if isinstance(error, ServerModelError):
+        return (f"{error}; deploy it with `hybrid model deploy --index {error.index}` (just after a node restart, "
+                "ML Commons may still be deploying it again: wait a minute)")
     if isinstance(error, GateError):
         return f"{error}; add --force to go ahead anyway"
     if isinstance(error, DamagedIndexError):
@@ -341,7 +345,8 @@ def query_embed_option(command: Callable[..., Any]) -> Callable[..., Any]:
     return click.option("--embed-on", type=click.Choice(EMBED_SITES), default="client", show_default=True,
                         envvar="HYBRID_EMBED_ON",
                         help="Where queries are embedded: here, or by the model `hybrid model deploy` put in the "
-                             "OpenSearch cluster (a neural query). [env: HYBRID_EMBED_ON]")(command)
+                             "OpenSearch cluster (a neural query; refused for other backends). "
+                             "[env: HYBRID_EMBED_ON]")(command)
 
 
 def parse_filters(values: tuple[str, ...]) -> dict[str, list[str]]:
@@ -771,8 +776,8 @@ def index_info(backend: Backend, index: str) -> None:
     versions = [{"name": v.name, "number": v.number, "previous": v.previous, "serving": v.serving}
                 for v in info.versions]
     meta = info.meta.to_dict()
-    if not backend.embeds_texts:  # no model can be deployed where nothing runs models: the field cannot apply
-        del meta["server_model"]
+    if not backend.embeds_texts:  # the embedded index and Elasticsearch run no deployed model: it cannot apply
+        meta.pop("server_model", None)
     click.echo(json.dumps({"index": info.name, "count": info.count, "location": info.location,
                            **info.layout, **meta, "versions": versions}, indent=2, ensure_ascii=False))
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import re
 import time
 import zipfile
 from collections.abc import Sequence
@@ -49,17 +50,17 @@ USABLE = ("REGISTERED", "DEPLOYING", "DEPLOYED", "PARTIALLY_DEPLOYED", "UNDEPLOY
 
 
 SETUP_ADVICE = (
-    ("allow_registering_model_via_local_file",
+    (re.compile(r"enable allow_registering_model_via_local_file"),
      "hybrid uploads the model in chunks, which the cluster setting "
      "plugins.ml_commons.allow_registering_model_via_local_file: true allows"),
-    ("no eligible node",
+    (re.compile(r"no eligible node", re.IGNORECASE),
      "no node may run models: give some the ml role, or set plugins.ml_commons.only_run_on_ml_node: false"),
-    ("pytorch",
+    (re.compile(r"failed to (save|load|download) pytorch|pytorch native librar", re.IGNORECASE),
      "the nodes could not load PyTorch's native libraries, which ML Commons downloads on first use: without the "
      "internet, point each node at them with -DPYTORCH_LIBRARY_PATH (as docker/opensearch-node.sh --neural does)"),
 )
-"""What a cluster's default settings or a closed network make ML Commons answer, and what the operator
-changes: said after its own words, so a user need not know ML Commons' settings to act."""
+"""ML Commons' words where a cluster's default settings or a closed network stop it, and what the operator
+changes: said after them, so a user need not know ML Commons' settings to act."""
 
 
 class NoMlCommonsError(HybridError):
@@ -238,17 +239,14 @@ def require_ml_commons(backend: OpenSearchBackend) -> None:
 def _ml(backend: OpenSearchBackend, method: str, path: str, body: Any = None) -> Any:
     try:
         return backend.request(method, f"/_plugins/_ml/{path}", body)
-    except HybridError as error:
-        advised = _advised(str(error))
-        if advised == str(error):
-            raise
-        raise HybridError(advised, status=error.status) from error
+    except HybridError as error:  # the same error (class, status, cause), its message advised
+        error.args = (_advised(str(error)), *error.args[1:])
+        raise
 
 
 def _advised(message: str) -> str:
-    """``message`` with what to change appended, where it is a refusal of ``SETUP_ADVICE``."""
-    lowered = message.lower()
-    return next((f"{message} ({advice})" for phrase, advice in SETUP_ADVICE if phrase in lowered), message)
+    """``message`` with what to change appended, where ML Commons' words in it are one of ``SETUP_ADVICE``."""
+    return next((f"{message} ({advice})" for words, advice in SETUP_ADVICE if words.search(message)), message)
 
 
 def _model(backend: OpenSearchBackend, model_id: str) -> dict[str, Any]:
@@ -317,8 +315,8 @@ def _wait_task(backend: OpenSearchBackend, task_id: str, what: str) -> None:
             raise HybridError(f"{what} at {backend.location}: still {task['state']} after {WAIT_S:.0f} s")
         time.sleep(0.5)
     if task["state"] != "COMPLETED":
-        raise HybridError(_advised(f"{what} at {backend.location} ended {task['state']}: "
-                                   f"{_first_error(task.get('error'))}"))
+        raise HybridError(f"{what} at {backend.location} ended {task['state']}: "
+                          f"{_advised(_first_error(task.get('error')))}")
 
 
 def _first_error(error: Any) -> str:

@@ -51,6 +51,16 @@ class IncompatibleIndexError(HybridError):
     """The index was built with another model or dimension; writing to it would mix vector spaces."""
 
 
+class ServerModelError(IncompatibleIndexError):
+    """A search asked the cluster to embed its query, but the index (``.index``) records no model deployed
+    there, or the one it records cannot serve: undeployed, deleted, or still being deployed again after a
+    node restart (an application's 500, or 503 while it may be the restart)."""
+
+    def __init__(self, message: str, index: str, *, status: int | None = None) -> None:
+        super().__init__(message, status=status)
+        self.index = index
+
+
 class DamagedIndexError(HybridError):
     """A version of an embedded index is damaged or incomplete (a file missing, or not fitting the rest): an
     application's 500. Rolling back to the version before it, or ingesting again, mends it."""

@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 from .backends import open_backend
 from .backends.base import Backend, Filters, IndexMeta, LegHit, LegQuery, ServerEmbedded, Snapshot, check_index_name
 from .embed import Encoder, Precision
-from .errors import BadRequestError, IncompatibleIndexError, SourceError, VersionGoneError
+from .errors import BadRequestError, ServerModelError, SourceError, VersionGoneError
 from .fusion import Combination, Method
 from .hits import Hit
 from .onnx_encoder import EncoderKind, query_encoder_for
@@ -174,8 +174,8 @@ class BaseSearcher:
         if self.embed_on == "client":
             return (yield Compute(partial(self._encode, snapshot, list(queries))))
         if not snapshot.meta.server_model:
-            raise IncompatibleIndexError(f"{self.index} records no model deployed in the cluster to embed queries "
-                                         f"on the server: `hybrid model deploy --index {self.index}`")
+            raise ServerModelError(f"{self.index} records no model deployed in the cluster to embed queries on the "
+                                   "server", self.index)
         return [ServerEmbedded(query, snapshot.meta.server_model) for query in queries]
 
     def _warm_up(self) -> Steps[None]:

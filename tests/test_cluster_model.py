@@ -17,13 +17,14 @@ import onnx
 import pytest
 from click.testing import CliRunner
 
+from hybrid import cluster_model
 from hybrid.async_searcher import AsyncSearcher
 from hybrid.backends.local import LocalBackend
 from hybrid.backends.opensearch import TO_EMBED_FIELD, VECTOR_FIELD, WINDOWS_FIELD
 from hybrid.cli import cli
 from hybrid.cluster_model import MARK, SETUP_ADVICE, _advised, deploy_for, package, undeploy_for
 from hybrid.embed import DEFAULT_MODEL, Embedder
-from hybrid.errors import BadRequestError, HybridError, IncompatibleIndexError
+from hybrid.errors import BadRequestError, HybridError, ServerModelError
 from hybrid.evaluate import load_queries
 from hybrid.ingest import ingest, reindex
 from hybrid.searcher import Searcher
@@ -224,44 +225,52 @@ def test_a_model_hybrid_did_not_register_is_left_alone(neural, deployed):
     assert str(neural.request("GET", f"/_plugins/_ml/model_groups/{ours}")["description"]).startswith(MARK)
 
 
-def test_a_cluster_that_refuses_uploads_is_told_which_setting_allows_them(neural, deployed):
+def test_a_cluster_that_refuses_uploads_is_told_which_setting_allows_them(neural, deployed, monkeypatch):
     """A production cluster's default refuses the chunked upload: the user reads ML Commons' words and the
-    setting to change, in one line, and nothing is registered."""
+    setting to change, in one line, and nothing is registered. (The package is taken for unregistered, so
+    that the deploy uploads it, whatever the node holds from earlier runs.)"""
+    copies = {"term": {"model_content_hash_value": package(DEFAULT_MODEL).sha256}}
+    before = len(cluster_model._searched(neural, "models", copies))
+    monkeypatch.setattr(cluster_model, "_registered", lambda *_: None)
     setting = "plugins.ml_commons.allow_registering_model_via_local_file"
     neural.client.cluster.put_settings(body={"transient": {setting: False}})
     try:
-        shown = CliRunner().invoke(cli, ["model", "deploy", DEFAULT_MODEL, "--precision", "int8",
-                                         "--opensearch", neural.connection.url])
+        shown = CliRunner().invoke(cli, ["model", "deploy", DEFAULT_MODEL, "--opensearch", neural.connection.url])
     finally:
         neural.client.cluster.put_settings(body={"transient": {setting: None}})
     assert shown.exit_code == 1
     [line] = shown.output.strip().splitlines()
     assert line.endswith(f"({SETUP_ADVICE[0][1]})") and "user needs to enable" in line, line
-    registered = neural.request("POST", "/_plugins/_ml/models/_search",
-                                {"query": {"prefix": {"name.keyword": "hybrid/all-MiniLM-L6-v2/int8/"}}})
-    assert registered["hits"]["hits"] == []
+    assert len(cluster_model._searched(neural, "models", copies)) == before
 
 
 def test_what_to_change_follows_ml_commons_own_words():
     said = "deploying m at http://x ended FAILED: ai.djl.engine.EngineException: Failed to save pytorch index file"
     assert _advised(said) == f"{said} ({SETUP_ADVICE[2][1]})"
     assert _advised("no eligible node found").endswith("plugins.ml_commons.only_run_on_ml_node: false)")
-    assert _advised("model not found") == "model not found"
+    for unrelated in ("model not found", "deploying hybrid/pytorch-minilm/fp32 at http://pytorch-os:9200 ended "
+                                         "FAILED: Memory Circuit Breaker is open"):
+        assert _advised(unrelated) == unrelated
 
 
 def test_undeploy_removes_the_model_and_the_index_forgets_it(neural, embeds, deployed):
     assert undeploy_for(neural, embeds) == deployed.name
     assert neural.meta(embeds).server_model == ""
-    with pytest.raises(IncompatibleIndexError, match="records no model deployed in the cluster"):
+    with pytest.raises(ServerModelError, match="records no model deployed in the cluster"):
         Searcher(embeds, neural, embed_on="server").search("boundary layer")
     assert neural.request("GET", f"/_plugins/_ml/models/{deployed.model_id}")["model_state"] in ("UNDEPLOYED",
                                                                                                  "REGISTERED")
     with pytest.raises(HybridError, match="records no model deployed"):
         undeploy_for(neural, embeds)
     neural.record_meta(embeds, replace(neural.meta(embeds), server_model=deployed.model_id))  # as a rollback may
-    with pytest.raises(IncompatibleIndexError, match=r"which cannot serve \(Model not ready.*hybrid model deploy"):
-        Searcher(embeds, neural, embed_on="server").warm_up()  # said at start-up, not on a user's first query
-    neural.record_meta(embeds, replace(neural.meta(embeds), server_model=""))
+    try:
+        with pytest.raises(ServerModelError, match=f"the model {embeds} records .* cannot serve: Model not ready"):
+            Searcher(embeds, neural, embed_on="server").warm_up()  # said at start-up, not on a user's first query
+        shown = CliRunner().invoke(cli, ["search", "boundary layer", "--index", embeds, "--opensearch",
+                                         neural.connection.url], env={"HYBRID_EMBED_ON": "server"})
+        assert shown.exit_code == 1 and f"`hybrid model deploy --index {embeds}`" in shown.output, shown.output
+    finally:
+        neural.record_meta(embeds, replace(neural.meta(embeds), server_model=""))
 
 
 def test_ingest_and_a_reindex_of_the_same_named_model_keep_the_deployed_model(tmp_path, embedder, other_space_model):

@@ -30,7 +30,14 @@ if TYPE_CHECKING:
     from opensearchpy import AsyncOpenSearch
 
 from ..documents import INTERNAL_FIELDS, LONE_SURROGATE
-from ..errors import BadRequestError, HybridError, IncompatibleIndexError, IndexNotFoundError, VersionGoneError
+from ..errors import (
+    BadRequestError,
+    HybridError,
+    IncompatibleIndexError,
+    IndexNotFoundError,
+    ServerModelError,
+    VersionGoneError,
+)
 from .base import (
     VERSION_NAME,
     Filters,
@@ -498,9 +505,10 @@ def legs_from(target: str, legs: list[str], responses: list[dict[str, Any]], loc
                 raise IndexNotFoundError(target, location, status=404)
             reason = str(error.get("reason", error))
             if leg == "vector" and MODEL_UNUSABLE.search(reason):
-                raise IncompatibleIndexError(f"{target} records a model for the cluster to embed queries with, "
-                                             f"which cannot serve ({reason}): `hybrid model deploy --index` "
-                                             "deploys it again", status=response.get("status"))
+                version = VERSION_NAME.fullmatch(target)
+                index = version["index"] if version else target
+                raise ServerModelError(f"the model {index} records for the cluster to embed queries cannot serve: "
+                                       f"{reason}", index, status=response.get("status"))
             raise answered(f"{product} {leg} query failed: {reason}", response.get("status"))
         convert = inner_product if leg == "vector" else float
         hits = response.get("hits", {}).get("hits", [])  # a leg without hits is {} through LEG_RESPONSE
