@@ -44,6 +44,8 @@ CHUNK_BYTES = 10_000_000
 ML_PLUGIN = "opensearch-ml"
 FIXED_ZIP_TIME = (2020, 1, 1, 0, 0, 0)
 """The zip entries' timestamp: the same model always makes the same package, so a re-run finds it."""
+NAME_TAKEN = re.compile(r"already being used by a model group with ID: (?P<id>[\w-]+)")
+"""ML Commons' refusal of a model group's name that a group has (its id follows)."""
 WAIT_S = 300.0
 USABLE = ("REGISTERED", "DEPLOYING", "DEPLOYED", "PARTIALLY_DEPLOYED", "UNDEPLOYED")
 """States of a model whose upload completed; any other (REGISTERING, DEPLOY_FAILED) is not reused."""
@@ -254,16 +256,29 @@ def _model(backend: OpenSearchBackend, model_id: str) -> dict[str, Any]:
 
 
 def _group(backend: OpenSearchBackend, name: str) -> str:
-    """The id of hybrid's model group ``name``, made where there is none; another's of that name is refused."""
+    """The id of hybrid's model group ``name``, made where there is none; another's of that name is refused.
+    A group made meanwhile (another deploy at once, or this request's own first try before a retry) is the
+    one used: ML Commons refuses the name again, naming that group."""
     found = _searched(backend, "model_groups", {"term": {"name.keyword": name}})
-    for hit in found:
-        if not str(hit["_source"].get("description", "")).startswith(MARK):
-            raise HybridError(f"a model group named {name!r} at {backend.location} was not made by hybrid; "
-                              "it is left alone (rename it, or embed on the client)")
-        return str(hit["_id"])
-    made = _ml(backend, "POST", "model_groups/_register",
-               {"name": name, "description": f"{MARK} {name}, as hybrid embeds with it"})
+    if found:
+        return _ours(backend, name, str(found[0]["_id"]), found[0]["_source"])
+    try:
+        made = _ml(backend, "POST", "model_groups/_register",
+                   {"name": name, "description": f"{MARK} {name}, as hybrid embeds with it"})
+    except HybridError as error:
+        taken = NAME_TAKEN.search(str(error))
+        if taken is None:
+            raise
+        return _ours(backend, name, taken["id"], _ml(backend, "GET", f"model_groups/{taken['id']}"))
     return str(made["model_group_id"])
+
+
+def _ours(backend: OpenSearchBackend, name: str, group_id: str, group: dict[str, Any]) -> str:
+    """``group_id``, where the group is hybrid's (its description starts with ``MARK``)."""
+    if not str(group.get("description", "")).startswith(MARK):
+        raise HybridError(f"a model group named {name!r} at {backend.location} was not made by hybrid; "
+                          "it is left alone (rename it, or embed on the client)")
+    return group_id
 
 
 def _registered(backend: OpenSearchBackend, made: Package, group: str) -> str | None:
@@ -279,7 +294,8 @@ def _registered(backend: OpenSearchBackend, made: Package, group: str) -> str | 
 def _searched(backend: OpenSearchBackend, kind: str, query: dict[str, Any]) -> list[dict[str, Any]]:
     """The hits of a search of ML Commons' ``kind`` (models, model_groups); none before any was made."""
     try:
-        return list(_ml(backend, "POST", f"{kind}/_search", {"size": 100, "query": query})["hits"]["hits"])
+        return list(_ml(backend, "POST", f"{kind}/_search",  # the oldest first: every run picks the same one
+                        {"size": 100, "query": query, "sort": [{"created_time": "asc"}]})["hits"]["hits"])
     except HybridError as error:
         if error.status == 404:  # ML Commons makes its system indexes on first use
             return []

@@ -253,6 +253,14 @@ def test_what_to_change_follows_ml_commons_own_words():
         assert _advised(unrelated) == unrelated
 
 
+def test_a_group_another_deploy_made_meanwhile_is_the_one_used(neural, deployed, monkeypatch):
+    """Two deploys at once (or a retried request): the group did not exist when this one looked, and exists
+    when it registers; ML Commons refuses the name again, naming the group, which is then used."""
+    ours = neural.request("GET", f"/_plugins/_ml/models/{deployed.model_id}")["model_group_id"]
+    monkeypatch.setattr(cluster_model, "_searched", lambda *_: [])
+    assert cluster_model._group(neural, deployed.name) == ours
+
+
 def test_undeploy_removes_the_model_and_the_index_forgets_it(neural, embeds, deployed):
     assert undeploy_for(neural, embeds) == deployed.name
     assert neural.meta(embeds).server_model == ""
