@@ -2,9 +2,10 @@
 SciFact test (the default chunking: 128/64 windows), through the library calls the CLI makes.
 
     python bench/cluster_embed_bench.py --opensearch http://127.0.0.1:9220 [--cluster http://127.0.0.1:9210]
-        [--docs N]
+        [--docs N] [--cluster-docs N]
 
-On each target (a neural-search node; ``--cluster``: a cluster whose every node may run models):
+On each target (a neural-search node; ``--cluster``: a cluster whose every node may run models, on the first
+``--cluster-docs`` documents, ingest and agreement only: how the work spreads, not relevance again):
 1. ingest docs/s: client-side ``hybrid ingest`` against ``--embed-on server`` (same documents, same model,
    fresh indexes), and on a cluster which nodes ran the model (ML Commons' profile of it);
 2. cosine between the cluster's and hybrid's stored vectors of 1,000 documents (every window), and of the
@@ -114,7 +115,8 @@ def model_profile(backend: OpenSearchBackend) -> dict:
             for node, found in answer.get("nodes", {}).items()}
 
 
-def target(url: str, source: Path, queries: dict[str, str], qrels: dict) -> dict:
+def target(url: str, source: Path, queries: dict[str, str], qrels: dict | None) -> dict:
+    """Every figure for one target; relevance and latency only where ``qrels`` are given."""
     backend = OpenSearchBackend(Connection(url))
     figures = {"client": ingested(backend, source, "client"), "server": ingested(backend, source, "server")}
     figures["ingest_speedup"] = round(figures["server"]["docs_per_s"] / figures["client"]["docs_per_s"], 2)
@@ -124,7 +126,8 @@ def target(url: str, source: Path, queries: dict[str, str], qrels: dict) -> dict
     figures["document_cosine"] = vector_agreement(backend, client, server, 1000)
     least, mean = agreement(backend, model_id, DEFAULT_MODEL, "fp32", tuple(queries.values()))
     figures["query_cosine"] = {"queries": len(queries), "min": round(least, 6), "mean": round(mean, 6)}
-    figures.update(relevance(backend, client, server, queries, qrels))
+    if qrels is not None:
+        figures.update(relevance(backend, client, server, queries, qrels))
     print(url, json.dumps(figures), flush=True)
     return figures
 
@@ -134,6 +137,7 @@ def main() -> None:
     parser.add_argument("--opensearch", required=True, help="a node with neural-search (ML Commons)")
     parser.add_argument("--cluster", help="a cluster with neural-search whose every node may run models")
     parser.add_argument("--docs", type=int, help="the first N SciFact documents only [default: all 5,183]")
+    parser.add_argument("--cluster-docs", type=int, default=1000, help="the first N for --cluster")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "cluster_embed.json")
     args = parser.parse_args()
     qrels = load_qrels(DATA / "qrels" / "test.tsv")
@@ -142,7 +146,9 @@ def main() -> None:
         source = part_of_corpus(args.docs, Path(scratch))
         results = {"one node": target(args.opensearch, source, queries, qrels)}
         if args.cluster:
-            results["cluster"] = target(args.cluster, source, queries, qrels)
+            part = part_of_corpus(args.cluster_docs, Path(scratch))
+            results[f"one node, first {args.cluster_docs}"] = target(args.opensearch, part, queries, None)
+            results[f"cluster, first {args.cluster_docs}"] = target(args.cluster, part, queries, None)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2))
     print(json.dumps(results, indent=2))
