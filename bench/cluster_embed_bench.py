@@ -115,11 +115,18 @@ def model_profile(backend: OpenSearchBackend) -> dict:
             for node, found in answer.get("nodes", {}).items()}
 
 
-def target(url: str, source: Path, queries: dict[str, str], qrels: dict | None) -> dict:
-    """Every figure for one target; relevance and latency only where ``qrels`` are given."""
+def target(url: str, source: Path, queries: dict[str, str], qrels: dict | None, reuse_client: bool = False) -> dict:
+    """Every figure for one target; relevance and latency only where ``qrels`` are given. ``reuse_client``:
+    the client-embedded index an earlier run left whole is kept (its ingest is not timed again)."""
     backend = OpenSearchBackend(Connection(url))
-    figures = {"client": ingested(backend, source, "client"), "server": ingested(backend, source, "server")}
-    figures["ingest_speedup"] = round(figures["server"]["docs_per_s"] / figures["client"]["docs_per_s"], 2)
+    if reuse_client and backend.exists("bench-embed-client"):
+        figures: dict = {"client": {"index": "bench-embed-client", "documents": backend.count("bench-embed-client"),
+                                    "reused": True}}
+    else:
+        figures = {"client": ingested(backend, source, "client")}
+    figures["server"] = ingested(backend, source, "server")
+    if "docs_per_s" in figures["client"]:
+        figures["ingest_speedup"] = round(figures["server"]["docs_per_s"] / figures["client"]["docs_per_s"], 2)
     figures["nodes_that_embedded"] = model_profile(backend)
     client, server = figures["client"]["index"], figures["server"]["index"]
     model_id = backend.meta(server).server_model
@@ -138,13 +145,15 @@ def main() -> None:
     parser.add_argument("--cluster", help="a cluster with neural-search whose every node may run models")
     parser.add_argument("--docs", type=int, help="the first N SciFact documents only [default: all 5,183]")
     parser.add_argument("--cluster-docs", type=int, default=1000, help="the first N for --cluster")
+    parser.add_argument("--reuse-client", action="store_true",
+                        help="keep the whole client-embedded index of an earlier run on --opensearch")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "cluster_embed.json")
     args = parser.parse_args()
     qrels = load_qrels(DATA / "qrels" / "test.tsv")
     queries = {q: text for q, text in load_queries(DATA / "queries.jsonl").items() if q in qrels}
     with tempfile.TemporaryDirectory(prefix="hybrid-bench-") as scratch:
         source = part_of_corpus(args.docs, Path(scratch))
-        results = {"one node": target(args.opensearch, source, queries, qrels)}
+        results = {"one node": target(args.opensearch, source, queries, qrels, args.reuse_client)}
         if args.cluster:
             part = part_of_corpus(args.cluster_docs, Path(scratch))
             results[f"one node, first {args.cluster_docs}"] = target(args.opensearch, part, queries, None)

@@ -476,6 +476,10 @@ def leg_requests(target: str, query: LegQuery, vector_search: VectorSearch = knn
     return list(bodies), lines
 
 
+EMBED_TIMEOUT_S = 600.0
+"""How long a bulk request whose documents the cluster embeds may take: its ML nodes queue the texts of
+every request in flight, and a request sent again after a timeout only adds to that queue (the first one
+is still being embedded), as a bench on one busy 2-core node showed with the write timeout's 120 s."""
 MODEL_UNUSABLE = re.compile(r"Model not ready|Failed to find model", re.IGNORECASE)
 """ML Commons' answer to a ``neural`` query whose model is undeployed or gone (a rollback to a version that
 recorded it, an undeploy by model id): the index's record, not the query, is what to mend."""
@@ -977,10 +981,13 @@ class OpenSearchWriter(IndexWriter):
     def _bulk(self, actions: list[dict[str, Any]]) -> list[WriteFailure]:
         failures = []
         backend = self._backend
+        options = backend._write_options
+        if any("pipeline" in action for action in actions):  # the cluster embeds them as it indexes them
+            options = {**options, "request_timeout": max(options["request_timeout"], EMBED_TIMEOUT_S)}
         for ok, item in backend.helpers.streaming_bulk(
             # 429s come back as failures too: _send sends them again, and says so
             backend._writes, actions, chunk_size=500, max_retries=0, raise_on_error=False,
-            require_alias=not self._fresh, **backend._write_options,
+            require_alias=not self._fresh, **options,
         ):
             if not ok:
                 result = next(iter(item.values()))
