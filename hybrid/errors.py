@@ -54,7 +54,7 @@ class IncompatibleIndexError(HybridError):
 class ServerModelError(IncompatibleIndexError):
     """A search asked the cluster to embed its query, but the index (``.index``) records no model deployed
     there, or the one it records cannot serve: undeployed, deleted, or still being deployed again after a
-    node restart (an application's 500, or 503 while it may be the restart)."""
+    node restart (an application's 500, as docs/application.md's table says)."""
 
     def __init__(self, message: str, index: str, *, status: int | None = None) -> None:
         super().__init__(message, status=status)
