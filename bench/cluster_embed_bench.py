@@ -10,9 +10,15 @@ On each target (a neural-search node; ``--cluster``: a cluster whose every node 
    fresh indexes), and on a cluster which nodes ran the model (ML Commons' profile of it);
 2. cosine between the cluster's and hybrid's stored vectors of 1,000 documents (every window), and of the
    300 test queries (``_predict``): min and mean;
-3. nDCG@10 (hybrid and vector) with client-embedded index and queries against server-embedded index and
-   queries, and the share of queries whose top 10 is the same;
-4. query p50/p95, embedding included on both sides: a ``neural`` text query against a client-encoded one.
+3. text-only queries (item 3 of the issue): on the client-embedded index, ``embed_on="server"`` (the model
+   recorded there by ``deploy_for``) against client-encoded queries: nDCG@10 (hybrid and vector) and the
+   share of queries whose top 10 is the same, in the same order;
+4. the same figures across indexes (item 2): client-embedded index and queries against server-embedded index
+   and queries, with each query whose top 10 differs: the first rank that differs and how far apart the two
+   documents there scored (a tie where that gap is under 1e-5 of the score: Lucene breaks ties by its
+   internal document number, which differs between two indexes written apart);
+5. query p50/p95, embedding included on both sides: a ``neural`` text query against a client-encoded one,
+   on the same index.
 
 Writes bench/results/cluster_embed.json.
 """
@@ -29,7 +35,7 @@ import numpy as np
 from common import take_turns
 
 from hybrid.backends.opensearch import VECTOR_FIELD, WINDOWS_FIELD, Connection, OpenSearchBackend
-from hybrid.cluster_model import agreement, ingest_on_server
+from hybrid.cluster_model import agreement, deploy_for, ingest_on_server
 from hybrid.embed import DEFAULT_MODEL
 from hybrid.evaluate import load_qrels, load_queries, score
 from hybrid.ingest import ingest
@@ -81,24 +87,53 @@ def vector_agreement(backend: OpenSearchBackend, client_index: str, server_index
             "mean": round(float(cosines.mean()), 6)}
 
 
-def ranked(searcher: Searcher, queries: dict[str, str], mode: str) -> dict[str, list[tuple[str, float]]]:
+Ranking = dict[str, list[tuple[str, float]]]
+
+
+def ranked(searcher: Searcher, queries: dict[str, str], mode: str) -> Ranking:
     return {qid: [(hit.id, hit.score) for hit in searcher.search(text, k=10, mode=mode)]  # type: ignore[arg-type]
             for qid, text in queries.items()}
 
 
+def first_difference(ours: list[tuple[str, float]], theirs: list[tuple[str, float]]) -> dict:
+    """Where two top-10 lists part, and whether the two documents at that rank tie: their scores in the run
+    that holds both (ours first), as a share of the higher one; None where neither run holds both."""
+    rank = next(r for r, (a, b) in enumerate(zip(ours, theirs)) if a[0] != b[0])
+    a, b = ours[rank][0], theirs[rank][0]
+    gap = None
+    for run in (dict(ours), dict(theirs)):
+        if a in run and b in run:
+            gap = abs(run[a] - run[b]) / max(abs(run[a]), abs(run[b]))
+            break
+    return {"rank": rank + 1, "ours": a, "theirs": b, "gap": gap, "tie": gap is not None and gap < 1e-5}
+
+
+def compared(runs: dict[str, Ranking], qrels: dict) -> dict:
+    """nDCG@10 of both runs, the share of queries with the same ordered top 10, and where the others part."""
+    scores = score(qrels, {name: {q: dict(hits) for q, hits in run.items()} for name, run in runs.items()},
+                   ["ndcg@10"])
+    ours, theirs = runs["client"], runs["server"]
+    differing = {q: first_difference(ours[q], theirs[q]) for q in ours
+                 if [d for d, _ in ours[q]] != [d for d, _ in theirs[q]]}
+    return {"ndcg@10_client": round(scores["client"]["ndcg@10"], 4),
+            "ndcg@10_server": round(scores["server"]["ndcg@10"], 4),
+            "same_top10": round(1 - len(differing) / len(ours), 4),
+            "differing": differing, "differing_ties": sum(d["tie"] for d in differing.values())}
+
+
 def relevance(backend: OpenSearchBackend, client_index: str, server_index: str, queries: dict[str, str],
               qrels: dict) -> dict:
+    """Text-only queries on one index (the query embedding alone differs), then across the two indexes."""
+    deploy_for(backend, client_index)
     here = Searcher(client_index, backend)
-    there = Searcher(server_index, backend, embed_on="server")
-    figures: dict = {}
+    there = Searcher(client_index, backend, embed_on="server")
+    elsewhere = Searcher(server_index, backend, embed_on="server")
+    figures: dict = {"same index": {}, "across indexes": {}}
     for mode in ("hybrid", "vector"):
-        runs = {"client": ranked(here, queries, mode), "server": ranked(there, queries, mode)}
-        scores = score(qrels, {name: {q: dict(hits) for q, hits in run.items()} for name, run in runs.items()},
-                       ["ndcg@10"])
-        same = sum([d for d, _ in runs["client"][q]] == [d for d, _ in runs["server"][q]] for q in queries)
-        figures[mode] = {"ndcg@10_client": round(scores["client"]["ndcg@10"], 4),
-                         "ndcg@10_server": round(scores["server"]["ndcg@10"], 4),
-                         "same_top10": round(same / len(queries), 4)}
+        client = ranked(here, queries, mode)
+        figures["same index"][mode] = compared({"client": client, "server": ranked(there, queries, mode)}, qrels)
+        figures["across indexes"][mode] = compared({"client": client, "server": ranked(elsewhere, queries, mode)},
+                                                   qrels)
     figures["latency"] = take_turns({
         "vector, client-encoded": lambda q: here.search(q, k=10, mode="vector"),
         "vector, neural text query": lambda q: there.search(q, k=10, mode="vector"),
