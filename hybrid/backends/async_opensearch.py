@@ -36,6 +36,7 @@ from .opensearch import (
     mget_request,
     snapshot_from,
     sources_from,
+    unservable_model_said,
 )
 
 T = TypeVar("T")
@@ -120,7 +121,8 @@ class AsyncOpenSearchBackend:
 
     async def fused_search(self, target: str, body: dict[str, Any], explain: bool) -> list[dict[str, Any]]:
         request = fused_request(target, body, explain)
-        return list((await self._read(target, lambda: self.client.search(**request)))["hits"]["hits"])
+        with unservable_model_said(target):
+            return list((await self._read(target, lambda: self.client.search(**request)))["hits"]["hits"])
 
     async def plugins(self) -> tuple[list[dict[str, str]], set[str]]:
         with translated_errors(self.errors, self.location):

@@ -17,7 +17,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import unquote, urlsplit, urlunsplit
@@ -496,6 +496,27 @@ def failed_legs_raised(answer: Mapping[str, Any]) -> list[dict[str, Any]]:
     return responses
 
 
+def unservable_model(target: str, reason: str, status: Any) -> ServerModelError:
+    """The error for a ``neural`` query whose model the cluster cannot serve, naming the index (not the
+    version searched) whose record to mend."""
+    version = VERSION_NAME.fullmatch(target)
+    index = version["index"] if version else target
+    return ServerModelError(f"the model {index} records for the cluster to embed queries cannot serve: {reason}",
+                            index, status=status)
+
+
+@contextmanager
+def unservable_model_said(target: str) -> Iterator[None]:
+    """A search fused on the server fails whole where its ``neural`` part cannot embed: said as the legs say
+    it (``ServerModelError``), not as a bad request, which an application would blame on its caller."""
+    try:
+        yield
+    except BadRequestError as error:
+        if MODEL_UNUSABLE.search(str(error)):
+            raise unservable_model(target, str(error), error.status) from error
+        raise
+
+
 def legs_from(target: str, legs: list[str], responses: list[dict[str, Any]], location: str,
               product: str = "OpenSearch") -> dict[str, list[LegHit]]:
     """Each leg's hits (ids and raw scores, inner products for the vector leg) from its ``_msearch`` response."""
@@ -509,10 +530,7 @@ def legs_from(target: str, legs: list[str], responses: list[dict[str, Any]], loc
                 raise IndexNotFoundError(target, location, status=404)
             reason = str(error.get("reason", error))
             if leg == "vector" and MODEL_UNUSABLE.search(reason):
-                version = VERSION_NAME.fullmatch(target)
-                index = version["index"] if version else target
-                raise ServerModelError(f"the model {index} records for the cluster to embed queries cannot serve: "
-                                       f"{reason}", index, status=response.get("status"))
+                raise unservable_model(target, reason, response.get("status"))
             raise answered(f"{product} {leg} query failed: {reason}", response.get("status"))
         convert = inner_product if leg == "vector" else float
         hits = response.get("hits", {}).get("hits", [])  # a leg without hits is {} through LEG_RESPONSE
@@ -850,7 +868,8 @@ class OpenSearchBackend:
         """The hits of one search whose body fuses on the server (a ``hybrid`` query and its pipeline);
         like the legs, it fails rather than answer from part of the index, and a 5xx/429 is sent again."""
         request = fused_request(target, body, explain)
-        return list(self._read(target, lambda: self.client.search(**request))["hits"]["hits"])
+        with unservable_model_said(target):
+            return list(self._read(target, lambda: self.client.search(**request))["hits"]["hits"])
 
     def plugins(self) -> tuple[list[dict[str, str]], set[str]]:
         """``_cat/plugins`` rows (node name, plugin, version), and the names of all nodes."""
