@@ -16,7 +16,9 @@ On each target (a neural-search node; ``--cluster``: a cluster whose every node 
 4. the same figures across indexes (item 2): client-embedded index and queries against server-embedded index
    and queries, with each query whose top 10 differs: the first rank that differs and how far apart the two
    documents there scored (a tie where that gap is under 1e-5 of the score: Lucene breaks ties by its
-   internal document number, which differs between two indexes written apart);
+   internal document number, which differs between two indexes written apart); and again with each leg
+   retrieving ``--wide-window`` candidates, where k-NN's graph search (HNSW, approximate, and each index's
+   graph its own) comes close to exact: what still differs then is not the graphs;
 5. query p50/p95, embedding included on both sides: a ``neural`` text query against a client-encoded one,
    on the same index.
 
@@ -90,14 +92,16 @@ def vector_agreement(backend: OpenSearchBackend, client_index: str, server_index
 Ranking = dict[str, list[tuple[str, float]]]
 
 
-def ranked(searcher: Searcher, queries: dict[str, str], mode: str) -> Ranking:
-    return {qid: [(hit.id, hit.score) for hit in searcher.search(text, k=10, mode=mode)]  # type: ignore[arg-type]
+def ranked(searcher: Searcher, queries: dict[str, str], mode: str, window: int | None = None) -> Ranking:
+    return {qid: [(hit.id, hit.score) for hit in searcher.search(text, k=10, mode=mode,  # type: ignore[arg-type]
+                                                                 window=window)]
             for qid, text in queries.items()}
 
 
 def first_difference(ours: list[tuple[str, float]], theirs: list[tuple[str, float]]) -> dict:
     """Where two top-10 lists part, and whether the two documents at that rank tie: their scores in the run
-    that holds both (ours first), as a share of the higher one; None where neither run holds both."""
+    that holds both (ours first), as a share of the higher one; None where neither run holds both. Ours
+    absent from their top 10 is a document their search did not find (or ranked lower), not a swap."""
     rank = next(r for r, (a, b) in enumerate(zip(ours, theirs)) if a[0] != b[0])
     a, b = ours[rank][0], theirs[rank][0]
     gap = None
@@ -105,7 +109,8 @@ def first_difference(ours: list[tuple[str, float]], theirs: list[tuple[str, floa
         if a in run and b in run:
             gap = abs(run[a] - run[b]) / max(abs(run[a]), abs(run[b]))
             break
-    return {"rank": rank + 1, "ours": a, "theirs": b, "gap": gap, "tie": gap is not None and gap < 1e-5}
+    return {"rank": rank + 1, "ours": a, "theirs": b, "gap": gap, "tie": gap is not None and gap < 1e-5,
+            "ours_absent_there": a not in dict(theirs)}
 
 
 def compared(runs: dict[str, Ranking], qrels: dict) -> dict:
@@ -122,18 +127,22 @@ def compared(runs: dict[str, Ranking], qrels: dict) -> dict:
 
 
 def relevance(backend: OpenSearchBackend, client_index: str, server_index: str, queries: dict[str, str],
-              qrels: dict) -> dict:
-    """Text-only queries on one index (the query embedding alone differs), then across the two indexes."""
+              qrels: dict, wide_window: int) -> dict:
+    """Text-only queries on one index (the query embedding alone differs), then across the two indexes, at
+    the default window and at a wide one."""
     deploy_for(backend, client_index)
     here = Searcher(client_index, backend)
     there = Searcher(client_index, backend, embed_on="server")
     elsewhere = Searcher(server_index, backend, embed_on="server")
-    figures: dict = {"same index": {}, "across indexes": {}}
+    wide = f"across indexes, window {wide_window}"
+    figures: dict = {"same index": {}, "across indexes": {}, wide: {}}
     for mode in ("hybrid", "vector"):
         client = ranked(here, queries, mode)
         figures["same index"][mode] = compared({"client": client, "server": ranked(there, queries, mode)}, qrels)
         figures["across indexes"][mode] = compared({"client": client, "server": ranked(elsewhere, queries, mode)},
                                                    qrels)
+        figures[wide][mode] = compared({"client": ranked(here, queries, mode, wide_window),
+                                        "server": ranked(elsewhere, queries, mode, wide_window)}, qrels)
     figures["latency"] = take_turns({
         "vector, client-encoded": lambda q: here.search(q, k=10, mode="vector"),
         "vector, neural text query": lambda q: there.search(q, k=10, mode="vector"),
@@ -150,7 +159,8 @@ def model_profile(backend: OpenSearchBackend) -> dict:
             for node, found in answer.get("nodes", {}).items()}
 
 
-def target(url: str, source: Path, queries: dict[str, str], qrels: dict | None, reuse_client: bool = False) -> dict:
+def target(url: str, source: Path, queries: dict[str, str], qrels: dict | None, reuse_client: bool = False,
+           wide_window: int = 1000) -> dict:
     """Every figure for one target; relevance and latency only where ``qrels`` are given. ``reuse_client``:
     the client-embedded index an earlier run left whole is kept (its ingest is not timed again)."""
     backend = OpenSearchBackend(Connection(url))
@@ -169,7 +179,7 @@ def target(url: str, source: Path, queries: dict[str, str], qrels: dict | None, 
     least, mean = agreement(backend, model_id, DEFAULT_MODEL, "fp32", tuple(queries.values()))
     figures["query_cosine"] = {"queries": len(queries), "min": round(least, 6), "mean": round(mean, 6)}
     if qrels is not None:
-        figures.update(relevance(backend, client, server, queries, qrels))
+        figures.update(relevance(backend, client, server, queries, qrels, wide_window))
     print(url, json.dumps(figures), flush=True)
     return figures
 
@@ -182,13 +192,15 @@ def main() -> None:
     parser.add_argument("--cluster-docs", type=int, default=1000, help="the first N for --cluster")
     parser.add_argument("--reuse-client", action="store_true",
                         help="keep the whole client-embedded index of an earlier run on --opensearch")
+    parser.add_argument("--wide-window", type=int, default=1000,
+                        help="candidates per leg for the second comparison across indexes [default: 1000]")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "cluster_embed.json")
     args = parser.parse_args()
     qrels = load_qrels(DATA / "qrels" / "test.tsv")
     queries = {q: text for q, text in load_queries(DATA / "queries.jsonl").items() if q in qrels}
     with tempfile.TemporaryDirectory(prefix="hybrid-bench-") as scratch:
         source = part_of_corpus(args.docs, Path(scratch))
-        results = {"one node": target(args.opensearch, source, queries, qrels, args.reuse_client)}
+        results = {"one node": target(args.opensearch, source, queries, qrels, args.reuse_client, args.wide_window)}
         if args.cluster:
             part = part_of_corpus(args.cluster_docs, Path(scratch))
             results[f"one node, first {args.cluster_docs}"] = target(args.opensearch, part, queries, None)
