@@ -18,7 +18,8 @@ On each target (a neural-search node; ``--cluster``: a cluster whose every node 
    documents there scored (a tie where that gap is under 1e-5 of the score: Lucene breaks ties by its
    internal document number, which differs between two indexes written apart); and again with each leg
    retrieving ``--wide-window`` candidates, where k-NN's graph search (HNSW, approximate, and each index's
-   graph its own) comes close to exact: what still differs then is not the graphs;
+   graph its own) comes closer to exact; what differs then is mostly BM25's order of equal scores, which
+   RRF's positions carry;
 5. query p50/p95, embedding included on both sides: a ``neural`` text query against a client-encoded one,
    on the same index.
 
