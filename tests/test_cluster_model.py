@@ -268,8 +268,9 @@ def test_undeploy_removes_the_model_and_the_index_forgets_it(neural, embeds, dep
     with pytest.raises(ServerModelError, match="records no model deployed in the cluster"):
         Searcher(embeds, neural, embed_on="server").search("boundary layer")
     # no node serves it; ML Commons' sync job may label that DEPLOY_FAILED if it runs while the undeploy ends
-    assert neural.request("GET", f"/_plugins/_ml/models/{deployed.model_id}")["model_state"] in (
-        "UNDEPLOYED", "REGISTERED", "DEPLOY_FAILED")
+    model = neural.request("GET", f"/_plugins/_ml/models/{deployed.model_id}")
+    assert model["model_state"] in ("UNDEPLOYED", "REGISTERED", "DEPLOY_FAILED")
+    assert model.get("current_worker_node_count", 0) == 0, model
     with pytest.raises(HybridError, match="records no model deployed"):
         undeploy_for(neural, embeds)
     neural.record_meta(embeds, replace(neural.meta(embeds), server_model=deployed.model_id))  # as a rollback may
